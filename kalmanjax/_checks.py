@@ -1,0 +1,121 @@
+"""Trace-time validation of shapes and dtypes, with messages that name the argument.
+
+Shapes and dtypes are static under ``jit``, so every check here runs once per trace
+and costs nothing at run time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+
+def _shape(x: Any) -> tuple[int, ...]:
+    return tuple(np.shape(x))
+
+
+def _dtype(x: Any) -> Any:
+    return jnp.result_type(x)
+
+
+def check_array(
+    x: Any,
+    name: str,
+    shape: tuple[int, ...],
+    dtype: Any,
+    what: str,
+    owner: str,
+    ref: str = "the belief",
+) -> None:
+    """Raise if ``x`` does not have ``shape`` and floating ``dtype``.
+
+    Args:
+        x: the array to check.
+        name: the argument's name in messages (e.g. ``"observation.H"``).
+        shape: the expected shape.
+        dtype: the expected dtype (the belief's).
+        what: the expected shape in words, e.g. ``"(obs, state)"``.
+        owner: the function reported in messages.
+        ref: what ``dtype`` was taken from, for messages.
+    """
+    if _shape(x) != tuple(shape):
+        raise ValueError(
+            f"{owner}: {name} must have shape {tuple(shape)} {what}, got {_shape(x)}"
+        )
+    check_dtype(x, name, dtype, owner, ref)
+
+
+def check_dtype(
+    x: Any, name: str, dtype: Any, owner: str, ref: str = "the belief"
+) -> None:
+    """Raise if ``x`` is not of the floating dtype ``dtype`` (taken from ``ref``)."""
+    got = _dtype(x)
+    if got != dtype:
+        raise TypeError(
+            f"{owner}: {name} has dtype {got} but {ref} is {dtype}; "
+            "pass every array in one floating dtype (dtype in = dtype out)"
+        )
+
+
+def check_square(x: Any, name: str, owner: str) -> int:
+    """Raise unless ``x`` is a square matrix; return its size."""
+    s = _shape(x)
+    if len(s) != 2 or s[0] != s[1]:
+        raise ValueError(f"{owner}: {name} must be a square matrix, got shape {s}")
+    return s[0]
+
+
+def check_belief(belief: Any, owner: str) -> tuple[int, Any]:
+    """Validate a Gaussian or SqrtGaussian belief; return ``(state_dim, dtype)``."""
+    mean = belief.mean
+    if len(_shape(mean)) != 1:
+        raise ValueError(
+            f"{owner}: belief.mean must be a vector of shape (state,), got "
+            f"{_shape(mean)} (batch with jax.vmap, not with leading axes)"
+        )
+    dtype = _dtype(mean)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{owner}: belief.mean must be floating, got {dtype}")
+    n = _shape(mean)[0]
+    field = "chol" if hasattr(belief, "chol") else "cov"
+    check_array(
+        getattr(belief, field),
+        f"belief.{field}",
+        (n, n),
+        dtype,
+        "(state, state)",
+        owner,
+    )
+    return n, dtype
+
+
+def check_dynamics(
+    dyn: Any, n: int, dtype: Any, owner: str, ref: str = "the belief"
+) -> None:
+    """Validate a LinearDynamics against state dimension ``n`` and ``dtype``."""
+    check_array(dyn.F, "dynamics.F", (n, n), dtype, "(state, state)", owner, ref)
+    check_array(dyn.Q, "dynamics.Q", (n, n), dtype, "(state, state)", owner, ref)
+    if dyn.b is not None:
+        check_array(dyn.b, "dynamics.b", (n,), dtype, "(state,)", owner, ref)
+
+
+def check_observation(obs_model: Any, n: int, dtype: Any, owner: str) -> int:
+    """Validate a LinearObservation against ``n`` and ``dtype``; return ``obs`` dim."""
+    s = _shape(obs_model.H)
+    if len(s) != 2 or s[1] != n:
+        raise ValueError(
+            f"{owner}: observation.H must have shape (obs, {n}) (obs, state), got {s}"
+        )
+    m = s[0]
+    check_dtype(obs_model.H, "observation.H", dtype, owner)
+    check_array(obs_model.R, "observation.R", (m, m), dtype, "(obs, obs)", owner)
+    if obs_model.d is not None:
+        check_array(obs_model.d, "observation.d", (m,), dtype, "(obs,)", owner)
+    return m
+
+
+def check_obs(y: Any, m: int, dtype: Any, owner: str) -> None:
+    """Validate one observation vector of length ``m``."""
+    check_array(y, "obs", (m,), dtype, "(obs,) with obs = H.shape[0]", owner)

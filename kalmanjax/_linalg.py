@@ -1,0 +1,194 @@
+r"""Linear algebra for the filters, in two interchangeable implementations.
+
+Both implementations expose the same six operations, so the Kalman steps in
+:mod:`kalmanjax.kalman` are written once:
+
+* ``matmul(a, b)`` for matrix-matrix and matrix-vector products;
+* ``cholesky(a)``: lower Cholesky factor of a positive-definite matrix;
+* ``solve_lower(l, b)``: :math:`L^{-1} B` for lower-triangular :math:`L`;
+* ``solve_lower_t(l, b)``: :math:`L^{-\top} B`;
+* ``psd_cholesky(a)``: a lower-triangular factor of a PSD matrix that may be
+  singular (``Q = 0`` is common), exact where the Cholesky factor exists;
+* ``tria(a)``: a lower-triangular :math:`L` with non-negative diagonal and
+  :math:`L L^\top = A A^\top` (``a`` may be wide), by a QR factorisation.
+
+``GENERAL`` uses XLA dots and LAPACK. ``SMALL`` uses only elementwise arithmetic
+and reductions, with the factorisations unrolled in Python: at a handful of state
+dimensions XLA:CPU time is per-op overhead rather than FLOPs, and elementwise code
+fuses into a few kernels where dots and LAPACK calls cannot fuse at all. Its
+``tria`` is modified Gram-Schmidt on the rows, whose triangular factor is as
+accurate as Householder QR's (Bjorck & Paige 1992).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+from jax import lax
+from jax.scipy.linalg import solve_triangular
+from jaxtyping import Array, Float
+
+#: State/observation dimensions up to which :data:`SMALL` is chosen automatically.
+SMALL_MAX_DIM = 8
+
+
+class LinalgOps(NamedTuple):
+    """A linear-algebra implementation (see the module docstring)."""
+
+    matmul: object
+    cholesky: object
+    solve_lower: object
+    solve_lower_t: object
+    tria: object
+    psd_cholesky: object
+
+
+def mT(a: Array) -> Array:  # noqa: N802  (numpy's own name for it)
+    """Swap the last two axes (matrix transpose)."""
+    return jnp.swapaxes(a, -1, -2)
+
+
+def symmetrize(a: Float[Array, "n n"]) -> Float[Array, "n n"]:
+    r"""Return :math:`(A + A^\top) / 2`."""
+    return 0.5 * (a + mT(a))
+
+
+def logdet_from_chol(chol: Float[Array, "n n"]) -> Float[Array, ""]:
+    r"""Return :math:`\log\det(L L^\top) = 2 \sum_i \log L_{ii}`."""
+    return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
+
+
+# ---------------------------------------------------------------- general (LAPACK)
+
+
+def _tria_qr(a: Float[Array, "n k"]) -> Float[Array, "n n"]:
+    n, k = a.shape
+    if k < n:  # pad with zero columns so that the QR is of a tall matrix
+        a = jnp.concatenate([a, jnp.zeros((n, n - k), a.dtype)], axis=1)
+    r = jnp.linalg.qr(mT(a), mode="r")
+    sign = jnp.where(jnp.diagonal(r) < 0, -1.0, 1.0).astype(a.dtype)
+    return mT(r) * sign[None, :]
+
+
+def _psd_cholesky_general(a: Float[Array, "n n"]) -> Float[Array, "n n"]:
+    # Cholesky when it exists; else triangularise the symmetric square root from an
+    # eigendecomposition (a lax.cond: outside vmap only one branch runs).
+    chol = jnp.linalg.cholesky(a)
+
+    def from_eigh(_):
+        w, v = jnp.linalg.eigh(symmetrize(a))
+        return _tria_qr(v * jnp.sqrt(jnp.clip(w, 0.0))[None, :])
+
+    return lax.cond(jnp.all(jnp.isfinite(chol)), lambda _: chol, from_eigh, None)
+
+
+GENERAL = LinalgOps(
+    matmul=jnp.matmul,
+    cholesky=jnp.linalg.cholesky,
+    solve_lower=lambda chol, b: solve_triangular(chol, b, lower=True),
+    solve_lower_t=lambda chol, b: solve_triangular(chol, b, lower=True, trans="T"),
+    tria=_tria_qr,
+    psd_cholesky=_psd_cholesky_general,
+)
+
+
+# ------------------------------------------------------- small (elementwise only)
+
+
+def _matmul_small(a: Array, b: Array) -> Array:
+    if b.ndim == 1:
+        return jnp.sum(a * b[None, :], axis=1)
+    return jnp.sum(a[:, :, None] * b[None, :, :], axis=1)
+
+
+def _cholesky_small(a: Float[Array, "n n"]) -> Float[Array, "n n"]:
+    n = a.shape[0]
+    rows = jnp.arange(n)
+    cols = []
+    for j in range(n):
+        v = a[:, j]
+        for k in range(j):
+            v = v - cols[k] * cols[k][j]
+        pivot = jnp.sqrt(v[j])
+        cols.append(jnp.where(rows >= j, v / pivot, 0.0).astype(a.dtype))
+    return jnp.stack(cols, axis=1)
+
+
+def _psd_cholesky_small(a: Float[Array, "n n"]) -> Float[Array, "n n"]:
+    # Cholesky without pivoting in which a non-positive pivot gives a zero column:
+    # exact for PSD input, whose column below a zero pivot is zero.
+    n = a.shape[0]
+    rows = jnp.arange(n)
+    cols = []
+    for j in range(n):
+        v = a[:, j]
+        for k in range(j):
+            v = v - cols[k] * cols[k][j]
+        positive = v[j] > 0
+        pivot = jnp.sqrt(jnp.where(positive, v[j], 1.0))
+        col = jnp.where((rows >= j) & positive, v / pivot, 0.0)
+        cols.append(col.astype(a.dtype))
+    return jnp.stack(cols, axis=1)
+
+
+def _solve_lower_small(chol: Array, b: Array) -> Array:
+    n = chol.shape[0]
+    xs = []
+    for i in range(n):
+        r = b[i]
+        for k in range(i):
+            r = r - chol[i, k] * xs[k]
+        xs.append(r / chol[i, i])
+    return jnp.stack(xs, axis=0)
+
+
+def _solve_lower_t_small(chol: Array, b: Array) -> Array:
+    n = chol.shape[0]
+    xs: list = [None] * n
+    for i in reversed(range(n)):
+        r = b[i]
+        for k in range(i + 1, n):
+            r = r - chol[k, i] * xs[k]
+        xs[i] = r / chol[i, i]
+    return jnp.stack(xs, axis=0)
+
+
+def _tria_mgs(a: Float[Array, "n k"]) -> Float[Array, "n n"]:
+    # Modified Gram-Schmidt on the rows of a: row i of the result holds the
+    # coordinates of a_i in the orthonormal basis built from a_1..a_i.
+    n = a.shape[0]
+    rows = jnp.arange(n)
+    resid = a
+    cols = []
+    for j in range(n):
+        sq = jnp.sum(resid[j] * resid[j])
+        positive = sq > 0
+        norm = jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+        q = resid[j] / jnp.where(positive, norm, 1.0)
+        coef = jnp.sum(resid * q[None, :], axis=1)
+        coef = jnp.where(rows > j, coef, 0.0)
+        resid = resid - coef[:, None] * q[None, :]
+        cols.append(jnp.where(rows == j, norm, coef).astype(a.dtype))
+    return jnp.stack(cols, axis=1)
+
+
+SMALL = LinalgOps(
+    matmul=_matmul_small,
+    cholesky=_cholesky_small,
+    solve_lower=_solve_lower_small,
+    solve_lower_t=_solve_lower_t_small,
+    tria=_tria_mgs,
+    psd_cholesky=_psd_cholesky_small,
+)
+
+
+def choose_ops(fast: bool | None, *dims: int) -> LinalgOps:
+    """Pick the implementation for the given static dimensions.
+
+    :data:`SMALL` when ``fast`` is True, or when it is None and all ``dims`` are at
+    most :data:`SMALL_MAX_DIM`; else :data:`GENERAL`.
+    """
+    if fast is None:
+        fast = max(dims) <= SMALL_MAX_DIM
+    return SMALL if fast else GENERAL

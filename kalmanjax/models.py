@@ -1,0 +1,104 @@
+r"""Linear-Gaussian model pieces and the per-step inputs convention.
+
+Notation (used everywhere in kalmanjax):
+
+.. math::
+
+    x_t = F x_{t-1} + b + w_t, \quad w_t \sim \mathcal N(0, Q)
+    \qquad
+    y_t = H x_t + d + v_t, \quad v_t \sim \mathcal N(0, R)
+
+with state dimension ``state`` (:math:`x \in \mathbb R^{d}`) and observation
+dimension ``obs`` (:math:`y \in \mathbb R^{m}`).
+
+Time-varying models. A filter factory takes each model either as a fixed
+``LinearDynamics`` / ``LinearObservation`` or as a function ``inputs -> model``
+that is called on every step with that step's slice of ``xs``. Every leaf of ``xs``
+carries a leading time axis, so a token-dependent :math:`H_t` is just a leaf of
+``xs``::
+
+    xs = {"obs": ys, "x": features}                       # ys: (T, 1), features: (T, d)
+    observation = lambda u: LinearObservation(H=u["x"][None, :], R=r)
+
+The observation of a step is ``inputs`` itself when ``inputs`` is an array, else
+``inputs["obs"]`` (mappings) or ``inputs.obs`` (NamedTuples); see :func:`get_obs`.
+
+Functions passed as models are hashed by identity when a filter is rebuilt inside
+a jitted function; build them once (or close over traced arrays, which is fine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+from jaxtyping import Array, ArrayLike, Float
+
+__all__ = ["LinearDynamics", "LinearObservation", "get_obs"]
+
+
+class LinearDynamics(NamedTuple):
+    r"""Linear-Gaussian transition :math:`x_t = F x_{t-1} + b + w,\ w \sim N(0, Q)`.
+
+    Attributes:
+        F: transition matrix, shape ``(state, state)``.
+        Q: process-noise covariance, shape ``(state, state)``, PSD (may be 0).
+        b: optional offset, shape ``(state,)``; ``None`` means zero.
+    """
+
+    F: Float[Array, "state state"]
+    Q: Float[Array, "state state"]
+    b: Float[Array, " state"] | None = None
+
+
+class LinearObservation(NamedTuple):
+    r"""Linear-Gaussian observation :math:`y_t = H x_t + d + v,\ v \sim N(0, R)`.
+
+    Attributes:
+        H: observation matrix, shape ``(obs, state)``.
+        R: observation-noise covariance, shape ``(obs, obs)``, positive definite.
+        d: optional offset, shape ``(obs,)``; ``None`` means zero.
+    """
+
+    H: Float[Array, "obs state"]
+    R: Float[Array, "obs obs"]
+    d: Float[Array, " obs"] | None = None
+
+
+DynamicsLike = LinearDynamics | Callable[[Any], LinearDynamics]
+ObservationLike = LinearObservation | Callable[[Any], LinearObservation]
+
+
+def get_obs(inputs: Any) -> Float[ArrayLike, " obs"]:
+    """Return the observation held by one step's inputs.
+
+    Args:
+        inputs: an array (the observation itself), a mapping with key ``"obs"``
+            or an object with attribute ``obs``.
+
+    Returns:
+        The observation vector.
+
+    Raises:
+        TypeError: if no observation can be found.
+    """
+    if isinstance(inputs, Mapping):
+        if "obs" not in inputs:
+            raise TypeError(
+                f"step inputs: a mapping must hold the observation under key 'obs'; "
+                f"got keys {sorted(inputs)}"
+            )
+        return inputs["obs"]
+    if hasattr(inputs, "obs"):
+        return inputs.obs
+    if hasattr(inputs, "shape"):
+        return inputs
+    raise TypeError(
+        "step inputs: expected an observation array, a mapping with key 'obs' or "
+        f"an object with attribute 'obs'; got {type(inputs).__name__}"
+    )
+
+
+def resolve(model: Any, inputs: Any) -> Any:
+    """Return ``model(inputs)`` for a per-step model function, else ``model``."""
+    return model(inputs) if callable(model) else model

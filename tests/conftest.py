@@ -1,0 +1,45 @@
+"""Test configuration: strict numerics, the jit variant and the dtype fixture.
+
+Config is set here (the tests' process), never in the library.
+"""
+
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+jax.config.update("jax_default_matmul_precision", "highest")
+jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+
+@pytest.fixture(params=["without_jit", "with_jit"])
+def variant(request):
+    """Run a function as it is, or under ``jax.jit``."""
+    return (lambda f, **kw: f) if request.param == "without_jit" else jax.jit
+
+
+@pytest.fixture
+def x64():
+    """Scoped float64 (never a global toggle)."""
+    with jax.enable_x64(True):
+        yield
+
+
+@pytest.fixture(params=["float32", "float64"])
+def dtype(request):
+    if request.param == "float64":
+        with jax.enable_x64(True):
+            yield jnp.float64
+    else:
+        yield jnp.float32
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

@@ -1,0 +1,1 @@
+"""Independent NumPy float64 reference implementations used as test oracles."""
