@@ -1,0 +1,7 @@
+"""``python -m kalmanjax``: see :mod:`kalmanjax.cli`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

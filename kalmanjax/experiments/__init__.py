@@ -1,0 +1,14 @@
+"""The paper's experiments as functions that return data, plus their plots.
+
+Each experiment module exposes ``run(quick: bool) -> ExperimentResult`` (pure
+computation, no plotting) and ``plot(result, path)`` (matplotlib, imported lazily).
+:data:`EXPERIMENTS` maps the names used by the command line to those modules.
+"""
+
+from . import collapse
+from ._result import Claim, ExperimentResult
+
+#: name -> module with ``run(quick)`` and ``plot(result, path)``
+EXPERIMENTS = {"collapse": collapse}
+
+__all__ = ["EXPERIMENTS", "Claim", "ExperimentResult"]
