@@ -12,6 +12,8 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ._linalg import GENERAL
+
 __all__ = [
     "Belief",
     "Filter",
@@ -113,10 +115,14 @@ class FilterResult(NamedTuple):
 
 
 def to_sqrt(belief: Belief) -> SqrtGaussian:
-    """Convert a belief to square-root form (Cholesky factor of the covariance)."""
+    """Convert a belief to square-root form.
+
+    The factor is the Cholesky factor of the covariance, or for a singular
+    covariance a lower-triangular factor from its eigendecomposition.
+    """
     if isinstance(belief, SqrtGaussian):
         return belief
-    return SqrtGaussian(mean=belief.mean, chol=jnp.linalg.cholesky(belief.cov))
+    return SqrtGaussian(mean=belief.mean, chol=GENERAL.psd_cholesky(belief.cov))
 
 
 def to_dense(belief: Belief) -> Gaussian:

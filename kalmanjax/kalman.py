@@ -30,7 +30,7 @@ from typing import Literal
 import jax.numpy as jnp
 
 from . import _checks
-from ._base import Filter, Gaussian, SqrtGaussian, UpdateInfo
+from ._base import Filter, Gaussian, SqrtGaussian, UpdateInfo, to_dense, to_sqrt
 from ._linalg import GENERAL, LinalgOps, choose_ops, logdet_from_chol, mT, symmetrize
 from .models import (
     DynamicsLike,
@@ -270,11 +270,7 @@ def kalman_filter(
 
     def init(prior: Gaussian | SqrtGaussian) -> Gaussian | SqrtGaussian:
         _checks.check_belief(prior, "kalman_filter.init")
-        if sqrt:
-            if isinstance(prior, SqrtGaussian):
-                return prior
-            return SqrtGaussian(mean=prior.mean, chol=GENERAL.psd_cholesky(prior.cov))
-        return prior if isinstance(prior, Gaussian) else Gaussian(prior.mean, prior.cov)
+        return to_sqrt(prior) if sqrt else to_dense(prior)
 
     def step(belief, inputs):
         step_owner = "kalman_filter.step"

@@ -86,3 +86,43 @@ def test_gradients_finite_with_missing_data_under_jit_and_vmap(form):
             model["d"],
         )["log_marginal_likelihood"]
         np.testing.assert_allclose(value, expect, rtol=1e-4)
+
+
+@pytest.mark.parametrize("form", ["dense", "sqrt"])
+def test_numerical_gradients_through_the_smoother(x64, form):
+    rng = np.random.default_rng(33)
+    model = ref.random_model(rng, 2, 1)
+    _, y = ref.simulate(
+        rng,
+        model["m0"],
+        model["P0"],
+        model["F"],
+        model["Q"],
+        model["H"],
+        model["R"],
+        5,
+        model["b"],
+        model["d"],
+    )
+    y = jnp.asarray(y)
+    w_mean, w_cov = (
+        jnp.asarray(rng.normal(size=(5, 2))),
+        jnp.asarray(rng.normal(size=(5, 2, 2))),
+    )
+
+    def loss(params):
+        sym = lambda a: 0.5 * (a + a.T)
+        dyn = kj.LinearDynamics(F=params["F"], Q=sym(params["Q"]), b=params["b"])
+        obs = kj.LinearObservation(H=params["H"], R=sym(params["R"]), d=params["d"])
+        prior = kj.Gaussian(mean=params["m0"], cov=sym(params["P0"]))
+        out = kj.kalman_smoother(dyn, obs, prior, y, form=form).smoothed
+        return jnp.sum(out.mean * w_mean) + jnp.sum(out.cov * w_cov)
+
+    flat, unravel = ravel_pytree(_params(model))
+    f = jax.jit(lambda v: loss(unravel(v)))
+    grad = np.asarray(jax.grad(lambda v: loss(unravel(v)))(flat))
+    h = 1e-5
+    numeric = np.array(
+        [(f(flat + h * e) - f(flat - h * e)) / (2 * h) for e in np.eye(flat.size)]
+    )
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-7)
