@@ -49,9 +49,17 @@ def summarize(times: Sequence[float]) -> dict[str, float | int]:
 
 def compile_fn(fn: Callable, *args: Any) -> tuple[Any, dict[str, float]]:
     """Trace, lower and compile ``fn`` for ``args``; return the executable and
-    the times ``{"lower_s", "xla_compile_s", "compile_s"}``."""
+    the times ``{"lower_s", "xla_compile_s", "compile_s"}``.
+
+    ``fn`` is wrapped in a fresh function first, so that a repeated call really
+    retraces and recompiles instead of hitting ``jax.jit``'s caches.
+    """
+
+    def fresh(*a: Any) -> Any:
+        return fn(*a)
+
     t0 = time.perf_counter()
-    lowered = jax.jit(fn).lower(*args)
+    lowered = jax.jit(fresh).lower(*args)
     t1 = time.perf_counter()
     compiled = lowered.compile()
     t2 = time.perf_counter()
@@ -191,9 +199,18 @@ def env_info(extra_packages: Sequence[str] = ()) -> dict[str, Any]:
         "device_kind": devices[0].device_kind,
         "device_count": len(devices),
         "x64": bool(jax.config.jax_enable_x64),
+        "loadavg": loadavg(),
         "packages": {name: _version(name) for name in extra_packages},
         "utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
+
+
+def loadavg() -> list[float] | None:
+    """1, 5 and 15 minute load averages (other work on the machine skews timings)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def device_slug() -> str:

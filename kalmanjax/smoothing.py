@@ -59,7 +59,7 @@ def _smooth_step(filtered, smoothed_next, dyn: LinearDynamics, ops: LinalgOps, c
         return SqrtGaussian(mean=mean, chol=chol)
     P = filtered.cov
     FP = ops.matmul(F, P)
-    cov_pred = symmetrize(ops.matmul(FP, mT(F)) + dyn.Q)
+    cov_pred = ops.matmul(FP, mT(F)) + dyn.Q  # Cholesky reads one triangle
     chol_pred = ops.cholesky(cov_pred)
     gain = mT(ops.solve_lower_t(chol_pred, ops.solve_lower(chol_pred, FP)))
     mean = filtered.mean + ops.matmul(gain, smoothed_next.mean - mean_pred)
@@ -152,6 +152,7 @@ def kalman_smoother(
     xs: Any,
     *,
     form: Form = "dense",
+    missing: bool = True,
     fast: bool | None = None,
 ) -> SmootherResult:
     """Kalman filter followed by the RTS smoother, in one call.
@@ -163,6 +164,7 @@ def kalman_smoother(
         xs: per-step inputs with a leading time axis (see :func:`kalmanjax.run`).
         form: ``"dense"``, ``"joseph"`` or ``"sqrt"`` (the smoother follows: the
             covariance-form smoother for the first two).
+        missing: NaN observations are missing (see :func:`kalmanjax.kalman_filter`).
         fast: elementwise small-state kernels (``None``: chosen from the shapes).
 
     Returns:
@@ -178,7 +180,8 @@ def kalman_smoother(
         >>> out.smoothed.mean.shape
         (5, 1)
     """
-    result = run(kalman_filter(dynamics, observation, form=form, fast=fast), prior, xs)
+    filt = kalman_filter(dynamics, observation, form=form, missing=missing, fast=fast)
+    result = run(filt, prior, xs)
     smoothed = rts_smoother(dynamics, result.states, xs, fast=fast)
     return SmootherResult(
         filtered=result.states,

@@ -24,6 +24,7 @@ KALMANJAX_ROWS = {
     "kalmanjax/joseph",
     "kalmanjax/sqrt",
     "kalmanjax/dense-nofast",
+    "kalmanjax/dense-nomissing",
 }
 
 

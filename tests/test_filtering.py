@@ -221,3 +221,40 @@ def test_empty_sequence(x64):
     out = kj.run(filt, prior, jnp.zeros((0, 1)))
     assert out.states.mean.shape == (0, 2)
     assert float(kj.log_marginal_likelihood(filt, prior, jnp.zeros((0, 1)))) == 0.0
+
+
+@pytest.mark.parametrize("form,fast", FORM_CASES)
+def test_missing_false_matches_reference_and_propagates_nan(x64, form, fast):
+    rng = np.random.default_rng(19)
+    model = ref.random_model(rng, 3, 2)
+    _, y = ref.simulate(
+        rng,
+        model["m0"],
+        model["P0"],
+        model["F"],
+        model["Q"],
+        model["H"],
+        model["R"],
+        20,
+        model["b"],
+        model["d"],
+    )
+    expect = _reference(model, y)
+    m = {k: (None if v is None else jnp.asarray(v)) for k, v in model.items()}
+    filt = kj.kalman_filter(
+        kj.LinearDynamics(m["F"], m["Q"], m["b"]),
+        kj.LinearObservation(m["H"], m["R"], m["d"]),
+        form=form,
+        fast=fast,
+        missing=False,
+    )
+    prior = kj.Gaussian(m["m0"], m["P0"])
+    out = jax.jit(lambda ys: kj.run(filt, prior, ys))(jnp.asarray(y))
+    t = tol(jnp.float64, "seq")
+    np.testing.assert_allclose(out.states.mean, expect["filtered_means"], **t)
+    np.testing.assert_allclose(out.states.cov, expect["filtered_covs"], **t)
+    np.testing.assert_allclose(out.infos.log_likelihood, expect["log_likelihoods"], **t)
+    y[5, 0] = np.nan  # documented: with missing=False a NaN propagates
+    out = kj.run(filt, prior, jnp.asarray(y))
+    assert np.all(np.isnan(np.asarray(out.states.mean[5:])))
+    assert np.all(np.isfinite(np.asarray(out.states.mean[:5])))
