@@ -20,6 +20,7 @@ from ._base import (
 from .filtering import log_marginal_likelihood, run
 from .kalman import FORMS, kalman_filter, predict, update
 from .models import LinearDynamics, LinearObservation, get_obs
+from .parallel import parallel_filter, parallel_smoother
 from .smoothing import SmootherResult, kalman_smoother, rts_smoother
 
 __version__ = "0.1.0"
@@ -40,6 +41,8 @@ __all__ = [
     "kalman_filter",
     "kalman_smoother",
     "log_marginal_likelihood",
+    "parallel_filter",
+    "parallel_smoother",
     "predict",
     "rts_smoother",
     "run",

@@ -90,10 +90,14 @@ class Filter(NamedTuple):
             For the Kalman filters the state is the belief itself.
         step: ``step(state, inputs) -> (state, info)``: one predict-then-update
             step on one time slice of the inputs (see :func:`kalmanjax.run`).
+        parallel: optional ``parallel(prior, xs) -> FilterResult``, the same filter
+            over a whole sequence with a temporally parallel scan; used by
+            ``run(..., parallel=True)``. ``None`` when the filter has none.
     """
 
     init: Callable[[Any], Any]
     step: Callable[[Any, Any], tuple[Any, Any]]
+    parallel: Callable[[Any, Any], Any] | None = None
 
 
 class FilterResult(NamedTuple):

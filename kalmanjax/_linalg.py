@@ -1,6 +1,6 @@
 r"""Linear algebra for the filters, in two interchangeable implementations.
 
-Both implementations expose the same six operations, so the Kalman steps in
+Both implementations expose the same seven operations, so the Kalman steps in
 :mod:`kalmanjax.kalman` are written once:
 
 * ``matmul(a, b)`` for matrix-matrix and matrix-vector products;
@@ -9,6 +9,7 @@ Both implementations expose the same six operations, so the Kalman steps in
 * ``solve_lower_t(l, b)``: :math:`L^{-\top} B`;
 * ``psd_cholesky(a)``: a lower-triangular factor of a PSD matrix that may be
   singular (``Q = 0`` is common), exact where the Cholesky factor exists;
+* ``solve(a, b)``: :math:`A^{-1} B` for a general square :math:`A`;
 * ``tria(a)``: a lower-triangular :math:`L` with non-negative diagonal and
   :math:`L L^\top = A A^\top` (``a`` may be wide), by a QR factorisation.
 
@@ -42,6 +43,7 @@ class LinalgOps(NamedTuple):
     solve_lower_t: object
     tria: object
     psd_cholesky: object
+    solve: object
 
 
 def mT(a: Array) -> Array:  # noqa: N802  (numpy's own name for it)
@@ -90,6 +92,7 @@ GENERAL = LinalgOps(
     solve_lower_t=lambda chol, b: solve_triangular(chol, b, lower=True, trans="T"),
     tria=_tria_qr,
     psd_cholesky=_psd_cholesky_general,
+    solve=jnp.linalg.solve,
 )
 
 
@@ -173,6 +176,27 @@ def _tria_mgs(a: Float[Array, "n k"]) -> Float[Array, "n n"]:
     return jnp.stack(cols, axis=1)
 
 
+def _solve_small(a: Float[Array, "n n"], b: Array) -> Array:
+    # Gauss-Jordan elimination with partial pivoting, unrolled; the row swap is a
+    # select against the pivot row, so there is no gather or LAPACK call.
+    n = a.shape[0]
+    rows = jnp.arange(n)
+    vector = b.ndim == 1
+    aug = jnp.concatenate([a, b[:, None] if vector else b], axis=1)
+    for j in range(n):
+        size = jnp.where(rows >= j, jnp.abs(aug[:, j]), -1.0)
+        p = jnp.argmax(size)
+        is_p = (rows == p)[:, None]
+        row_p = jnp.sum(jnp.where(is_p, aug, 0.0), axis=0)
+        row_j = aug[j]
+        aug = jnp.where((rows == j)[:, None], row_p[None, :], aug)
+        aug = jnp.where(is_p & (p != j), row_j[None, :], aug)
+        factors = jnp.where(rows == j, 0.0, aug[:, j] / aug[j, j])
+        aug = aug - factors[:, None] * aug[j][None, :]
+    x = aug[:, n:] / jnp.diagonal(aug[:, :n])[:, None]
+    return x[:, 0] if vector else x
+
+
 SMALL = LinalgOps(
     matmul=_matmul_small,
     cholesky=_cholesky_small,
@@ -180,6 +204,7 @@ SMALL = LinalgOps(
     solve_lower_t=_solve_lower_t_small,
     tria=_tria_mgs,
     psd_cholesky=_psd_cholesky_small,
+    solve=_solve_small,
 )
 
 

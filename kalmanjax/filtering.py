@@ -25,8 +25,9 @@ from ._base import Filter, FilterResult
 __all__ = ["log_marginal_likelihood", "run"]
 
 
-def _scalar_fields(info: Any) -> Any:
-    return jax.tree_util.tree_map(lambda x: x if jnp.ndim(x) == 0 else None, info)
+def _scalar_fields(info: Any, ndim: int = 0) -> Any:
+    """Keep the leaves that are per-step scalars (``ndim`` axes: 1 once stacked)."""
+    return jax.tree_util.tree_map(lambda x: x if jnp.ndim(x) == ndim else None, info)
 
 
 def run(
@@ -35,6 +36,7 @@ def run(
     xs: Any,
     *,
     lean: bool = False,
+    parallel: bool = False,
     unroll: int = 1,
 ) -> FilterResult:
     r"""Run ``filter`` over the per-step inputs ``xs`` with ``jax.lax.scan``.
@@ -48,7 +50,12 @@ def run(
             models.
         lean: keep only the final state and the per-step scalar infos
             (log-likelihood, information gain): memory independent of ``T``
-            except for ``T`` scalars per field.
+            except for ``T`` scalars per field (sequential mode; the parallel
+            scan holds all steps in memory either way).
+        parallel: run the filter's temporally parallel form (``filter.parallel``,
+            a ``lax.associative_scan`` with span :math:`O(\log T)`): the same
+            results, for accelerators. On CPU the sequential scan is faster (see
+            ``benchmarks/``).
         unroll: passed to ``lax.scan``.
 
     Returns:
@@ -67,6 +74,18 @@ def run(
         >>> out.final.cov.round(4).tolist(), out.states is None
         ([[0.25]], True)
     """
+    if parallel:
+        if filter.parallel is None:
+            raise ValueError(
+                "run: parallel=True but this filter has no parallel form "
+                "(filter.parallel is None)"
+            )
+        if jax.tree_util.tree_leaves(xs)[0].shape[0] > 0:
+            result = filter.parallel(prior, xs)
+            if lean:
+                infos = _scalar_fields(result.infos, ndim=1)
+                return FilterResult(final=result.final, states=None, infos=infos)
+            return result
     state = filter.init(prior)
     if lean:
 

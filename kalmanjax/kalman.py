@@ -302,4 +302,19 @@ def kalman_filter(
         predicted = _predict(belief, dyn, ops, chol_q, sym=False)
         return _update(predicted, obs, obs_model, ops, form == "joseph", missing)
 
-    return Filter(init=init, step=step)
+    def parallel(prior, xs):
+        from .parallel import parallel_filter  # noqa: PLC0415  (parallel imports us)
+
+        n = prior.mean.shape[-1]
+        m = jnp.shape(get_obs(xs))[-1]
+        return parallel_filter(
+            dynamics,
+            observation,
+            prior,
+            xs,
+            form=form,
+            missing=missing,
+            ops=choose_ops(fast, n, m),
+        )
+
+    return Filter(init=init, step=step, parallel=parallel)

@@ -37,7 +37,31 @@ from .models import DynamicsLike, LinearDynamics, ObservationLike, resolve
 __all__ = ["SmootherResult", "kalman_smoother", "rts_smoother"]
 
 
-def _smooth_step(filtered, smoothed_next, dyn: LinearDynamics, ops: LinalgOps, chol_q):
+class BackwardKernel(NamedTuple):
+    r"""The smoothing kernel of one step.
+
+    :math:`p(x_t \mid x_{t+1}, y_{1:t}) = N(G x_{t+1} + g, \Lambda)`.
+
+    Attributes:
+        gain: :math:`G = P_t F^\top (P^-_{t+1})^{-1}`, shape ``(state, state)``.
+        offset: :math:`g = m_t - G m^-_{t+1}`, shape ``(state,)``.
+        cond: :math:`\Lambda = P_t - G P^-_{t+1} G^\top` (covariance form) or its
+            lower-triangular factor (square-root form), shape ``(state, state)``.
+    """
+
+    gain: jax.Array
+    offset: jax.Array
+    cond: jax.Array
+
+
+def backward_kernel(filtered, dyn: LinearDynamics, ops: LinalgOps, chol_q=None):
+    r"""The :class:`BackwardKernel` of a filtered belief and the next step's dynamics.
+
+    A ``SqrtGaussian`` gives the factor of :math:`\Lambda` from one QR of
+    :math:`\begin{bmatrix} F L & L_Q \\ L & 0 \end{bmatrix}`, whose
+    triangular factor is
+    :math:`\begin{bmatrix} L^- & 0 \\ G L^- & L_\Lambda \end{bmatrix}`.
+    """
     F = dyn.F
     mean_pred = ops.matmul(F, filtered.mean)
     if dyn.b is not None:
@@ -50,22 +74,32 @@ def _smooth_step(filtered, smoothed_next, dyn: LinearDynamics, ops: LinalgOps, c
         top = jnp.concatenate([ops.matmul(F, L), chol_q], axis=1)
         bottom = jnp.concatenate([L, jnp.zeros((n, n), L.dtype)], axis=1)
         tri = ops.tria(jnp.concatenate([top, bottom], axis=0))
-        chol_pred, g_factor, chol_cond = tri[:n, :n], tri[n:, :n], tri[n:, n:]
+        chol_pred, g_factor, cond = tri[:n, :n], tri[n:, :n], tri[n:, n:]
         gain = mT(ops.solve_lower_t(chol_pred, mT(g_factor)))  # G' L_pred^{-1}
-        mean = filtered.mean + ops.matmul(gain, smoothed_next.mean - mean_pred)
-        chol = ops.tria(
-            jnp.concatenate([ops.matmul(gain, smoothed_next.chol), chol_cond], axis=1)
-        )
-        return SqrtGaussian(mean=mean, chol=chol)
-    P = filtered.cov
-    FP = ops.matmul(F, P)
-    cov_pred = ops.matmul(FP, mT(F)) + dyn.Q  # Cholesky reads one triangle
-    chol_pred = ops.cholesky(cov_pred)
-    gain = mT(ops.solve_lower_t(chol_pred, ops.solve_lower(chol_pred, FP)))
-    mean = filtered.mean + ops.matmul(gain, smoothed_next.mean - mean_pred)
-    diff = smoothed_next.cov - cov_pred
-    cov = P + ops.matmul(ops.matmul(gain, diff), mT(gain))
+    else:
+        P = filtered.cov
+        FP = ops.matmul(F, P)
+        cov_pred = ops.matmul(FP, mT(F)) + dyn.Q  # Cholesky reads one triangle
+        chol_pred = ops.cholesky(cov_pred)
+        gain = mT(ops.solve_lower_t(chol_pred, ops.solve_lower(chol_pred, FP)))
+        cond = symmetrize(P - ops.matmul(gain, FP))  # P - G P^- G^T = P - G F P
+    offset = filtered.mean - ops.matmul(gain, mean_pred)
+    return BackwardKernel(gain=gain, offset=offset, cond=cond)
+
+
+def apply_kernel(kernel: BackwardKernel, smoothed_next, ops: LinalgOps):
+    """Push the smoothed belief over the next state through the kernel."""
+    G = kernel.gain
+    mean = ops.matmul(G, smoothed_next.mean) + kernel.offset
+    if isinstance(smoothed_next, SqrtGaussian):
+        factor = jnp.concatenate([ops.matmul(G, smoothed_next.chol), kernel.cond], 1)
+        return SqrtGaussian(mean=mean, chol=ops.tria(factor))
+    cov = ops.matmul(ops.matmul(G, smoothed_next.cov), mT(G)) + kernel.cond
     return Gaussian(mean=mean, cov=symmetrize(cov))
+
+
+def _smooth_step(filtered, smoothed_next, dyn: LinearDynamics, ops: LinalgOps, chol_q):
+    return apply_kernel(backward_kernel(filtered, dyn, ops, chol_q), smoothed_next, ops)
 
 
 def rts_smoother(
@@ -73,6 +107,7 @@ def rts_smoother(
     filtered: Gaussian | SqrtGaussian,
     xs: Any = None,
     *,
+    parallel: bool = False,
     fast: bool | None = None,
 ) -> Gaussian | SqrtGaussian:
     r"""Backward RTS pass over filtered beliefs stacked on a leading time axis.
@@ -83,6 +118,8 @@ def rts_smoother(
         filtered: the filtered beliefs for :math:`t = 1..T`, mean ``(T, state)``
             (``run(...).states``). A ``SqrtGaussian`` selects the square-root form.
         xs: the filter's per-step inputs; needed when ``dynamics`` is a function.
+        parallel: combine the backward kernels with a reverse
+            ``lax.associative_scan`` (span :math:`O(\log T)`, for accelerators).
         fast: elementwise small-state kernels (``None``: when ``state <= 8``).
 
     Returns:
@@ -117,6 +154,10 @@ def rts_smoother(
         if isinstance(filtered, SqrtGaussian):
             chol_q = GENERAL.psd_cholesky(dynamics.Q)
     ops = choose_ops(fast, n)
+    if parallel:
+        from .parallel import parallel_smoother  # noqa: PLC0415  (imports this module)
+
+        return parallel_smoother(dynamics, filtered, xs, ops=ops)
 
     def body(smoothed_next, step_in):
         filt, inputs = step_in
@@ -153,6 +194,7 @@ def kalman_smoother(
     *,
     form: Form = "dense",
     missing: bool = True,
+    parallel: bool = False,
     fast: bool | None = None,
 ) -> SmootherResult:
     """Kalman filter followed by the RTS smoother, in one call.
@@ -165,6 +207,7 @@ def kalman_smoother(
         form: ``"dense"``, ``"joseph"`` or ``"sqrt"`` (the smoother follows: the
             covariance-form smoother for the first two).
         missing: NaN observations are missing (see :func:`kalmanjax.kalman_filter`).
+        parallel: use the temporally parallel filter and smoother.
         fast: elementwise small-state kernels (``None``: chosen from the shapes).
 
     Returns:
@@ -181,8 +224,8 @@ def kalman_smoother(
         (5, 1)
     """
     filt = kalman_filter(dynamics, observation, form=form, missing=missing, fast=fast)
-    result = run(filt, prior, xs)
-    smoothed = rts_smoother(dynamics, result.states, xs, fast=fast)
+    result = run(filt, prior, xs, parallel=parallel)
+    smoothed = rts_smoother(dynamics, result.states, xs, parallel=parallel, fast=fast)
     return SmootherResult(
         filtered=result.states,
         smoothed=smoothed,

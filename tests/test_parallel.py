@@ -1,0 +1,164 @@
+"""The temporally parallel filter and smoother equal the sequential ones.
+
+The sequential path is itself checked against the NumPy float64 reference in
+test_filtering.py / test_smoothing.py; here the parallel path is compared with
+both, over random time-varying models, missing data, large initial means and
+T from 1 to 10,000.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import kalmanjax as kj
+from tests._helpers import assert_psd, time_varying_models
+from tests.reference import numpy_kalman as ref
+
+CASES = [("dense", None), ("dense", False), ("sqrt", None), ("sqrt", False)]
+
+
+def _problem(seed, d, m, T, time_varying, missing, mean_scale=1.0):
+    rng = np.random.default_rng(seed)
+    model = ref.random_model(rng, d, m, T=T, time_varying=time_varying)
+    model["m0"] = model["m0"] * 0 + mean_scale * rng.normal(size=d)
+    y = rng.normal(size=(T, m)) + (mean_scale if mean_scale > 1 else 0.0)
+    if missing:
+        y[rng.random(y.shape) < 0.25] = np.nan
+        y[T // 2] = np.nan
+    return model, y
+
+
+def _filters(model, y, form, fast, dtype):
+    dynamics, observation, leaves, prior = time_varying_models(model, dtype)
+    if model["F"].ndim == 2:  # time-invariant: fixed models, xs is the observations
+        leaves = {k: v for k, v in leaves.items() if False}
+        fixed = {
+            k: jnp.asarray(model[k], dtype) for k in ("F", "Q", "b", "H", "R", "d")
+        }
+        dynamics = kj.LinearDynamics(fixed["F"], fixed["Q"], fixed["b"])
+        observation = kj.LinearObservation(fixed["H"], fixed["R"], fixed["d"])
+    xs = {"obs": jnp.asarray(y, dtype), **leaves}
+    filt = kj.kalman_filter(dynamics, observation, form=form, fast=fast)
+    return filt, prior, xs, dynamics
+
+
+PROBLEMS = {
+    "T1": (3, 2, 1, False, False, 1.0),
+    "T2_time_varying_missing": (3, 2, 2, True, True, 1.0),
+    "T37_time_varying_missing": (4, 2, 37, True, True, 1.0),
+    "T64_large_initial_mean": (3, 1, 64, False, True, 1e3),  # dynamax #423
+    "T50_d10_time_varying_missing": (10, 3, 50, True, True, 1.0),
+}
+# every (form, fast) on one problem; the default kernels on the others
+MATRIX = [("T37_time_varying_missing", form, fast) for form, fast in CASES] + [
+    (name, form, None)
+    for name in PROBLEMS
+    if name != "T37_time_varying_missing"
+    for form in ("dense", "sqrt")
+]
+
+
+@pytest.mark.parametrize("problem,form,fast", MATRIX)
+def test_parallel_equals_sequential(
+    x64, form, fast, d, m, T, time_varying, missing, mean_scale
+):
+    model, y = _problem(d * T + m, d, m, T, time_varying, missing, mean_scale)
+    filt, prior, xs, dynamics = _filters(model, y, form, fast, jnp.float64)
+    seq = jax.jit(lambda xs: kj.run(filt, prior, xs))(xs)
+    par = jax.jit(lambda xs: kj.run(filt, prior, xs, parallel=True))(xs)
+    expect = ref.kalman_filter(
+        model["m0"],
+        model["P0"],
+        model["F"],
+        model["Q"],
+        model["H"],
+        model["R"],
+        y,
+        model["b"],
+        model["d"],
+    )
+    lml = np.sum(par.infos.log_likelihood)
+    np.testing.assert_allclose(lml, np.sum(seq.infos.log_likelihood), rtol=1e-9)
+    np.testing.assert_allclose(lml, expect["log_marginal_likelihood"], rtol=1e-9)
+    scale = 1.0 + np.abs(expect["filtered_means"]).max()
+    np.testing.assert_allclose(
+        par.states.mean, seq.states.mean, rtol=1e-10, atol=1e-10 * scale
+    )
+    np.testing.assert_allclose(par.states.cov, seq.states.cov, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        par.states.mean, expect["filtered_means"], rtol=1e-9, atol=1e-10 * scale
+    )
+    assert isinstance(par.states, type(seq.states))
+    # smoother
+    s_seq = kj.rts_smoother(dynamics, seq.states, xs)
+    s_par = jax.jit(lambda f, xs: kj.rts_smoother(dynamics, f, xs, parallel=True))(
+        par.states, xs
+    )
+    np.testing.assert_allclose(s_par.mean, s_seq.mean, rtol=1e-10, atol=1e-10 * scale)
+    np.testing.assert_allclose(s_par.cov, s_seq.cov, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("form", ["dense", "sqrt"])
+def test_parallel_long_sequence(form):
+    # T = 10,000 with missing data: float64 equals the sequential filter, float32
+    # stays within 1e-4 (relative) of the float64 reference.
+    model, y = _problem(7, 4, 2, 10_000, False, True)
+    expect = ref.kalman_filter(
+        model["m0"], model["P0"], model["F"], model["Q"], model["H"], model["R"], y
+    )
+    with jax.enable_x64(True):
+        filt, prior, xs, _ = _filters(model, y, form, None, jnp.float64)
+        seq = jax.jit(lambda xs: kj.run(filt, prior, xs, lean=True))(xs)
+        par = jax.jit(lambda xs: kj.run(filt, prior, xs, parallel=True))(xs)
+        lml = np.sum(par.infos.log_likelihood)
+        np.testing.assert_allclose(lml, np.sum(seq.infos.log_likelihood), rtol=1e-9)
+        np.testing.assert_allclose(lml, expect["log_marginal_likelihood"], rtol=1e-9)
+        np.testing.assert_allclose(
+            par.final.mean, seq.final.mean, rtol=1e-10, atol=1e-10
+        )
+        np.testing.assert_allclose(par.final.cov, seq.final.cov, rtol=1e-10, atol=1e-12)
+    filt, prior, xs, _ = _filters(model, y, form, None, jnp.float32)
+    par = jax.jit(lambda xs: kj.run(filt, prior, xs, parallel=True))(xs)
+    assert par.states.mean.dtype == jnp.float32
+    np.testing.assert_allclose(
+        np.sum(np.asarray(par.infos.log_likelihood, np.float64)),
+        expect["log_marginal_likelihood"],
+        rtol=1e-4,
+    )
+    assert_psd(par.states.cov[::100], 1e-5)
+
+
+@pytest.mark.parametrize("form", ["dense", "sqrt"])
+def test_parallel_gradients_equal_sequential(x64, form):
+    model, y = _problem(9, 3, 2, 20, False, True)
+    y = jnp.asarray(y)
+    c = {k: jnp.asarray(v) for k, v in model.items() if v is not None}
+
+    def lml(p, parallel):
+        dyn = kj.LinearDynamics(p["F"], 0.5 * (p["Q"] + p["Q"].T), p["b"])
+        obs = kj.LinearObservation(p["H"], 0.5 * (p["R"] + p["R"].T), p["d"])
+        filt = kj.kalman_filter(dyn, obs, form=form)
+        prior = kj.Gaussian(p["m0"], 0.5 * (p["P0"] + p["P0"].T))
+        return jnp.sum(kj.run(filt, prior, y, parallel=parallel).infos.log_likelihood)
+
+    g_seq = jax.grad(lml)(c, False)
+    g_par = jax.jit(jax.grad(lml), static_argnums=1)(c, True)
+    for k in g_seq:
+        np.testing.assert_allclose(g_par[k], g_seq[k], rtol=1e-8, atol=1e-10, err_msg=k)
+
+
+def test_parallel_under_vmap_and_lean(x64):
+    model, y = _problem(10, 3, 2, 30, False, False)
+    filt, prior, _, _ = _filters(model, y, "dense", None, jnp.float64)
+    ys = jnp.stack([jnp.asarray(y), jnp.asarray(y) * 0.5])
+    lean = jax.vmap(lambda y: kj.run(filt, prior, y, parallel=True, lean=True))(ys)
+    assert lean.states is None and lean.infos.innovation is None
+    seq = jax.vmap(lambda y: kj.log_marginal_likelihood(filt, prior, y))(ys)
+    np.testing.assert_allclose(lean.infos.log_likelihood.sum(1), seq, rtol=1e-10)
+
+
+def test_filter_without_parallel_form_is_a_clear_error():
+    filt = kj.Filter(init=lambda p: p, step=lambda s, u: (s, None))
+    with pytest.raises(ValueError, match="no parallel form"):
+        kj.run(filt, None, jnp.zeros((3, 1)), parallel=True)
