@@ -17,6 +17,7 @@ from ._base import (
     to_dense,
     to_sqrt,
 )
+from .distributed import batch_map, batch_mesh, shard_batch
 from .filtering import log_marginal_likelihood, run
 from .kalman import FORMS, kalman_filter, predict, update
 from .models import LinearDynamics, LinearObservation, get_obs
@@ -37,6 +38,8 @@ __all__ = [
     "SqrtGaussian",
     "UpdateInfo",
     "__version__",
+    "batch_map",
+    "batch_mesh",
     "get_obs",
     "kalman_filter",
     "kalman_smoother",
@@ -46,6 +49,7 @@ __all__ = [
     "predict",
     "rts_smoother",
     "run",
+    "shard_batch",
     "to_dense",
     "to_sqrt",
     "update",

@@ -48,6 +48,45 @@ class _Element(NamedTuple):
     J: jax.Array  # (state, state): information, or its factor Z in square-root form
 
 
+# ---------------------------------------------------------- batched LAPACK guard
+
+#: jaxlib's CPU LAPACK kernels (seen in 0.10.2) split a batched call whose batch x
+#: cost reaches 200,000 flops into chunks on XLA's CPU thread pool and block a pool
+#: thread until they finish; two such calls at once on a 2-thread pool deadlock.
+#: Below this many flops per call a batch is never split.
+_LAPACK_SPLIT_FLOPS = 200_000
+
+
+def _batched(fn, ops: LinalgOps, n: int, in_axes=0):
+    """``jax.vmap(fn, in_axes)``, except on CPU with the LAPACK kernels.
+
+    There the batch is mapped in chunks (``lax.map``) small enough that no LAPACK
+    call is split across the thread pool, so the parallel path cannot deadlock
+    (at a cost in speed on CPU, where the sequential filter is faster anyway).
+    The elementwise small-state kernels call no LAPACK and are always vmapped.
+    """
+    if ops is not GENERAL or jax.default_backend() != "cpu":
+        return jax.vmap(fn, in_axes=in_axes)
+    # ~4 n^3 flops per item: an LU or Cholesky with O(n) right-hand sides
+    chunk = max(1, _LAPACK_SPLIT_FLOPS // (4 * n**3 + 1) - 1)
+
+    def mapped(*args):
+        axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
+        batched = [a for a, ax in zip(args, axes, strict=True) if ax is not None]
+
+        def one(items):
+            it = iter(items)
+            full = [
+                next(it) if ax is not None else a
+                for a, ax in zip(args, axes, strict=True)
+            ]
+            return fn(*full)
+
+        return lax.map(one, batched, batch_size=chunk)
+
+    return mapped
+
+
 # ------------------------------------------------------------------- elements
 
 
@@ -216,7 +255,7 @@ def parallel_filter(
         noise = ops.psd_cholesky(d_t.Q) if sqrt else d_t.Q
         return _element(offset, noise, d_t.F, o_t, y_t, ops, missing, sqrt)
 
-    elements = jax.vmap(generic, in_axes=axes)(dyn, obs_model, obs)
+    elements = _batched(generic, ops, n, in_axes=axes)(dyn, obs_model, obs)
     # the first step conditions the predicted prior instead: A = 0, eta = 0, J = 0
     predicted0 = _predict(prior, first_dyn, ops)
     cov0 = predicted0.chol if sqrt else predicted0.cov
@@ -227,7 +266,7 @@ def parallel_filter(
 
     combine = _combine_sqrt if sqrt else _combine_dense
     scanned = lax.associative_scan(
-        jax.vmap(lambda e1, e2: combine(_Element(*e1), _Element(*e2), ops)),
+        _batched(lambda e1, e2: combine(_Element(*e1), _Element(*e2), ops), ops, n),
         tuple(elements),
     )
     filtered = (SqrtGaussian if sqrt else Gaussian)(scanned[1], scanned[2])
@@ -242,7 +281,9 @@ def parallel_filter(
         predicted = _predict(belief, d_t, ops, sym=False)
         return _update(predicted, y_t, o_t, ops, form == "joseph", missing)
 
-    states, infos = jax.vmap(step, in_axes=(0, *axes))(previous, dyn, obs_model, obs)
+    states, infos = _batched(step, ops, n, in_axes=(0, *axes))(
+        previous, dyn, obs_model, obs
+    )
     final = jax.tree_util.tree_map(lambda a: a[-1], states)
     return FilterResult(final=final, states=states, infos=infos)
 
@@ -269,12 +310,14 @@ def parallel_smoother(
     head = jax.tree_util.tree_map(lambda a: a[:-1], filtered)
     if callable(dynamics):
         next_inputs = jax.tree_util.tree_map(lambda a: a[1:], xs)
-        kernels = jax.vmap(lambda f, u: backward_kernel(f, resolve(dynamics, u), ops))(
-            head, next_inputs
-        )
+        kernels = _batched(
+            lambda f, u: backward_kernel(f, resolve(dynamics, u), ops), ops, n
+        )(head, next_inputs)
     else:
         chol_q = GENERAL.psd_cholesky(dynamics.Q) if sqrt else None
-        kernels = jax.vmap(lambda f: backward_kernel(f, dynamics, ops, chol_q))(head)
+        kernels = _batched(lambda f: backward_kernel(f, dynamics, ops, chol_q), ops, n)(
+            head
+        )
     # the last step has no successor: x_T | y_1:T is its filtered belief
     last = BackwardKernel(
         gain=jnp.zeros((1, n, n), filtered.mean.dtype),
@@ -298,7 +341,9 @@ def parallel_smoother(
         )
 
     out = lax.associative_scan(
-        jax.vmap(lambda a, b: tuple(combine(BackwardKernel(*a), BackwardKernel(*b)))),
+        _batched(
+            lambda a, b: tuple(combine(BackwardKernel(*a), BackwardKernel(*b))), ops, n
+        ),
         tuple(kernels),
         reverse=True,
     )

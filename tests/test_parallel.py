@@ -30,14 +30,15 @@ def _problem(seed, d, m, T, time_varying, missing, mean_scale=1.0):
 
 
 def _filters(model, y, form, fast, dtype):
-    dynamics, observation, leaves, prior = time_varying_models(model, dtype)
-    if model["F"].ndim == 2:  # time-invariant: fixed models, xs is the observations
-        leaves = {k: v for k, v in leaves.items() if False}
-        fixed = {
-            k: jnp.asarray(model[k], dtype) for k in ("F", "Q", "b", "H", "R", "d")
+    if model["F"].ndim == 3:  # time-varying: models read their arrays from xs
+        dynamics, observation, leaves, prior = time_varying_models(model, dtype)
+    else:
+        c = {
+            k: (None if v is None else jnp.asarray(v, dtype)) for k, v in model.items()
         }
-        dynamics = kj.LinearDynamics(fixed["F"], fixed["Q"], fixed["b"])
-        observation = kj.LinearObservation(fixed["H"], fixed["R"], fixed["d"])
+        dynamics = kj.LinearDynamics(c["F"], c["Q"], c["b"])
+        observation = kj.LinearObservation(c["H"], c["R"], c["d"])
+        prior, leaves = kj.Gaussian(c["m0"], c["P0"]), {}
     xs = {"obs": jnp.asarray(y, dtype), **leaves}
     filt = kj.kalman_filter(dynamics, observation, form=form, fast=fast)
     return filt, prior, xs, dynamics
@@ -60,9 +61,8 @@ MATRIX = [("T37_time_varying_missing", form, fast) for form, fast in CASES] + [
 
 
 @pytest.mark.parametrize("problem,form,fast", MATRIX)
-def test_parallel_equals_sequential(
-    x64, form, fast, d, m, T, time_varying, missing, mean_scale
-):
+def test_parallel_equals_sequential(x64, problem, form, fast):
+    d, m, T, time_varying, missing, mean_scale = PROBLEMS[problem]
     model, y = _problem(d * T + m, d, m, T, time_varying, missing, mean_scale)
     filt, prior, xs, dynamics = _filters(model, y, form, fast, jnp.float64)
     seq = jax.jit(lambda xs: kj.run(filt, prior, xs))(xs)
@@ -105,7 +105,15 @@ def test_parallel_long_sequence(form):
     # stays within 1e-4 (relative) of the float64 reference.
     model, y = _problem(7, 4, 2, 10_000, False, True)
     expect = ref.kalman_filter(
-        model["m0"], model["P0"], model["F"], model["Q"], model["H"], model["R"], y
+        model["m0"],
+        model["P0"],
+        model["F"],
+        model["Q"],
+        model["H"],
+        model["R"],
+        y,
+        model["b"],
+        model["d"],
     )
     with jax.enable_x64(True):
         filt, prior, xs, _ = _filters(model, y, form, None, jnp.float64)
