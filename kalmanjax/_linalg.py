@@ -23,6 +23,7 @@ accurate as Householder QR's (Bjorck & Paige 1992).
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax.numpy as jnp
@@ -105,7 +106,10 @@ def _matmul_small(a: Array, b: Array) -> Array:
     return jnp.sum(a[:, :, None] * b[None, :, :], axis=1)
 
 
-def _cholesky_small(a: Float[Array, "n n"]) -> Float[Array, "n n"]:
+def _cholesky_small(a: Float[Array, "n n"], psd: bool = False) -> Float[Array, "n n"]:
+    # Column-by-column Cholesky without pivoting. With ``psd`` a non-positive pivot
+    # gives a zero column, which is exact for PSD input (the column below a zero
+    # pivot is zero); without it a non-positive pivot gives NaN, as LAPACK does.
     n = a.shape[0]
     rows = jnp.arange(n)
     cols = []
@@ -113,24 +117,12 @@ def _cholesky_small(a: Float[Array, "n n"]) -> Float[Array, "n n"]:
         v = a[:, j]
         for k in range(j):
             v = v - cols[k] * cols[k][j]
-        pivot = jnp.sqrt(v[j])
-        cols.append(jnp.where(rows >= j, v / pivot, 0.0).astype(a.dtype))
-    return jnp.stack(cols, axis=1)
-
-
-def _psd_cholesky_small(a: Float[Array, "n n"]) -> Float[Array, "n n"]:
-    # Cholesky without pivoting in which a non-positive pivot gives a zero column:
-    # exact for PSD input, whose column below a zero pivot is zero.
-    n = a.shape[0]
-    rows = jnp.arange(n)
-    cols = []
-    for j in range(n):
-        v = a[:, j]
-        for k in range(j):
-            v = v - cols[k] * cols[k][j]
-        positive = v[j] > 0
-        pivot = jnp.sqrt(jnp.where(positive, v[j], 1.0))
-        col = jnp.where((rows >= j) & positive, v / pivot, 0.0)
+        if psd:
+            positive = v[j] > 0
+            pivot = jnp.sqrt(jnp.where(positive, v[j], 1.0))
+            col = jnp.where((rows >= j) & positive, v / pivot, 0.0)
+        else:
+            col = jnp.where(rows >= j, v / jnp.sqrt(v[j]), 0.0)
         cols.append(col.astype(a.dtype))
     return jnp.stack(cols, axis=1)
 
@@ -203,7 +195,7 @@ SMALL = LinalgOps(
     solve_lower=_solve_lower_small,
     solve_lower_t=_solve_lower_t_small,
     tria=_tria_mgs,
-    psd_cholesky=_psd_cholesky_small,
+    psd_cholesky=functools.partial(_cholesky_small, psd=True),
     solve=_solve_small,
 )
 
