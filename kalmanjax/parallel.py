@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from . import _checks
-from ._base import FilterResult, Gaussian, SqrtGaussian
+from ._base import FilterResult, Gaussian, SqrtGaussian, to_dense, to_sqrt
 from ._linalg import GENERAL, LinalgOps, mT, symmetrize
 from .kalman import _mask_missing, _predict, _update, _zeros_if_none
 from .models import LinearDynamics, LinearObservation, get_obs, resolve
@@ -242,13 +242,7 @@ def parallel_filter(
     _checks.check_obs(obs[0], m, dtype, owner)
     axes = (dyn_axis, obs_axis, 0)
 
-    prior = (
-        SqrtGaussian(prior.mean, GENERAL.psd_cholesky(prior.cov))
-        if (sqrt and isinstance(prior, Gaussian))
-        else prior
-    )
-    if not sqrt and isinstance(prior, SqrtGaussian):
-        prior = Gaussian(prior.mean, prior.cov)
+    prior = to_sqrt(prior) if sqrt else to_dense(prior)
 
     def generic(d_t: LinearDynamics, o_t: LinearObservation, y_t):
         offset = _zeros_if_none(d_t.b, n, dtype)
