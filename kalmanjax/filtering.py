@@ -104,7 +104,13 @@ def run(
     return FilterResult(final=final, states=states, infos=infos)
 
 
-def log_marginal_likelihood(filter: Filter, prior: Any, xs: Any) -> jax.Array:  # noqa: A002
+def log_marginal_likelihood(
+    filter: Filter,  # noqa: A002
+    prior: Any,
+    xs: Any,
+    *,
+    parallel: bool = False,
+) -> jax.Array:
     r""":math:`\log p(y_{1:T}) = \sum_t \log p(y_t \mid y_{1:t-1})`.
 
     Differentiable with respect to every array the filter closes over (build the
@@ -114,8 +120,10 @@ def log_marginal_likelihood(filter: Filter, prior: Any, xs: Any) -> jax.Array:  
         filter: a filter whose infos have a ``log_likelihood`` field.
         prior: the belief over :math:`x_0`.
         xs: the per-step inputs (see :func:`run`).
+        parallel: use the filter's temporally parallel form (see :func:`run`).
 
     Returns:
         A scalar in the prior's dtype.
     """
-    return jnp.sum(run(filter, prior, xs, lean=True).infos.log_likelihood)
+    out = run(filter, prior, xs, lean=True, parallel=parallel)
+    return jnp.sum(out.infos.log_likelihood)

@@ -163,6 +163,10 @@ def test_parallel_under_vmap_and_lean(x64):
     lean = jax.vmap(lambda y: kj.run(filt, prior, y, parallel=True, lean=True))(ys)
     assert lean.states is None and lean.infos.innovation is None
     seq = jax.vmap(lambda y: kj.log_marginal_likelihood(filt, prior, y))(ys)
+    par = jax.vmap(lambda y: kj.log_marginal_likelihood(filt, prior, y, parallel=True))(
+        ys
+    )
+    np.testing.assert_allclose(par, seq, rtol=1e-10)
     np.testing.assert_allclose(lean.infos.log_likelihood.sum(1), seq, rtol=1e-10)
 
 
