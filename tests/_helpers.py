@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import kalmanjax as kj
+from tests.reference import numpy_kalman as ref
 
 # Tolerances keyed by (dtype, kind). Each looser value says why.
 TOL = {
@@ -75,3 +76,15 @@ def tree_allclose(a, b, **kw):
         jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True
     ):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), **kw)
+
+
+def simulate(rng, model, T):
+    """Observations (T, obs) drawn from a reference model dict."""
+    args = [model[k] for k in ("m0", "P0", "F", "Q", "H", "R")]
+    return ref.simulate(rng, *args, T, model["b"], model["d"])[1]
+
+
+def reference_filter(model, y):
+    """The NumPy float64 reference filter's outputs for a model dict and data."""
+    args = [model[k] for k in ("m0", "P0", "F", "Q", "H", "R")]
+    return ref.kalman_filter(*args, y, model["b"], model["d"])

@@ -12,24 +12,18 @@ import numpy as np
 import pytest
 
 import kalmanjax as kj
-from tests._helpers import FORM_CASES, assert_psd, build, time_varying_models, tol
+from tests._helpers import (
+    FORM_CASES,
+    assert_psd,
+    build,
+    reference_filter,
+    simulate,
+    time_varying_models,
+    tol,
+)
 from tests.reference import joint_gaussian as joint
 from tests.reference import numpy_kalman as ref
 from tests.reference import ridge
-
-
-def _reference(model, y):
-    return ref.kalman_filter(
-        model["m0"],
-        model["P0"],
-        model["F"],
-        model["Q"],
-        model["H"],
-        model["R"],
-        y,
-        model["b"],
-        model["d"],
-    )
 
 
 def _with_missing(rng, y, frac=0.3):
@@ -44,21 +38,10 @@ def _with_missing(rng, y, frac=0.3):
 def test_filter_matches_reference(dtype, variant, form, fast, missing):
     rng = np.random.default_rng(11)
     model = ref.random_model(rng, 4, 2)
-    _, y = ref.simulate(
-        rng,
-        model["m0"],
-        model["P0"],
-        model["F"],
-        model["Q"],
-        model["H"],
-        model["R"],
-        40,
-        model["b"],
-        model["d"],
-    )
+    y = simulate(rng, model, 40)
     if missing:
         y = _with_missing(rng, y)
-    expect = _reference(model, y)
+    expect = reference_filter(model, y)
     filt, prior, _, _ = build(model, dtype, form, fast)
     out = variant(lambda ys: kj.run(filt, prior, ys))(jnp.asarray(y, dtype))
     t = tol(dtype, "seq")
@@ -82,18 +65,7 @@ def test_convention_against_dense_joint_gaussian(x64, form, fast):
     # prior over x_0 before the first transition; step t predicts then updates.
     rng = np.random.default_rng(12)
     model = ref.random_model(rng, 3, 2)
-    _, y = ref.simulate(
-        rng,
-        model["m0"],
-        model["P0"],
-        model["F"],
-        model["Q"],
-        model["H"],
-        model["R"],
-        6,
-        model["b"],
-        model["d"],
-    )
+    y = simulate(rng, model, 6)
     y[2, 0] = np.nan
     filt, prior, dyn, _ = build(model, jnp.float64, form, fast)
     out = kj.run(filt, prior, jnp.asarray(y))
@@ -115,7 +87,7 @@ def test_time_varying_model_through_xs(x64, form):
     model = ref.random_model(rng, 3, 2, T=T, time_varying=True)
     y = rng.normal(size=(T, 2))
     y[3, 1] = np.nan
-    expect = _reference(model, y)
+    expect = reference_filter(model, y)
     dynamics, observation, leaves, prior = time_varying_models(model, jnp.float64)
     filt = kj.kalman_filter(dynamics, observation, form=form)
     out = jax.jit(lambda xs: kj.run(filt, prior, xs))({"obs": jnp.asarray(y), **leaves})
@@ -211,7 +183,9 @@ def test_vmap_equals_loop_and_no_retrace(x64, form):
     np.testing.assert_allclose(batched, looped, rtol=1e-12)
     for b, y in zip(batched, ys, strict=True):
         np.testing.assert_allclose(
-            b, _reference(model, np.asarray(y))["log_marginal_likelihood"], rtol=1e-10
+            b,
+            reference_filter(model, np.asarray(y))["log_marginal_likelihood"],
+            rtol=1e-10,
         )
 
 
@@ -227,19 +201,8 @@ def test_empty_sequence(x64):
 def test_missing_false_matches_reference_and_propagates_nan(x64, form, fast):
     rng = np.random.default_rng(19)
     model = ref.random_model(rng, 3, 2)
-    _, y = ref.simulate(
-        rng,
-        model["m0"],
-        model["P0"],
-        model["F"],
-        model["Q"],
-        model["H"],
-        model["R"],
-        20,
-        model["b"],
-        model["d"],
-    )
-    expect = _reference(model, y)
+    y = simulate(rng, model, 20)
+    expect = reference_filter(model, y)
     m = {k: (None if v is None else jnp.asarray(v)) for k, v in model.items()}
     filt = kj.kalman_filter(
         kj.LinearDynamics(m["F"], m["Q"], m["b"]),

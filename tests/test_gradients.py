@@ -8,6 +8,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import kalmanjax as kj
+from tests._helpers import reference_filter, simulate
 from tests.reference import numpy_kalman as ref
 
 
@@ -29,18 +30,7 @@ def _lml(params, y, form):
 def test_numerical_gradients_of_log_likelihood(x64, form, missing):
     rng = np.random.default_rng(31)
     model = ref.random_model(rng, 3, 2)
-    _, y = ref.simulate(
-        rng,
-        model["m0"],
-        model["P0"],
-        model["F"],
-        model["Q"],
-        model["H"],
-        model["R"],
-        6,
-        model["b"],
-        model["d"],
-    )
+    y = simulate(rng, model, 6)
     if missing:
         y[1, 0] = np.nan
         y[3] = np.nan
@@ -74,17 +64,9 @@ def test_gradients_finite_with_missing_data_under_jit_and_vmap(form):
         params, jnp.asarray(ys), form
     )
     for y, value in zip(ys, lml, strict=True):
-        expect = ref.kalman_filter(
-            model["m0"],
-            model["P0"],
-            model["F"],
-            model["Q"],
-            model["H"],
-            model["R"],
-            y.astype(np.float64),
-            model["b"],
-            model["d"],
-        )["log_marginal_likelihood"]
+        expect = reference_filter(model, y.astype(np.float64))[
+            "log_marginal_likelihood"
+        ]
         np.testing.assert_allclose(value, expect, rtol=1e-4)
 
 
@@ -92,18 +74,7 @@ def test_gradients_finite_with_missing_data_under_jit_and_vmap(form):
 def test_numerical_gradients_through_the_smoother(x64, form):
     rng = np.random.default_rng(33)
     model = ref.random_model(rng, 2, 1)
-    _, y = ref.simulate(
-        rng,
-        model["m0"],
-        model["P0"],
-        model["F"],
-        model["Q"],
-        model["H"],
-        model["R"],
-        5,
-        model["b"],
-        model["d"],
-    )
+    y = simulate(rng, model, 5)
     y = jnp.asarray(y)
     w_mean, w_cov = (
         jnp.asarray(rng.normal(size=(5, 2))),

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import kalmanjax as kj
-from tests._helpers import FORM_CASES, tol
+from tests._helpers import FORM_CASES, reference_filter, tol
 from tests.reference import numpy_kalman as ref
 
 
@@ -20,17 +20,7 @@ def test_one_step_matches_reference(dtype, form, fast, d, m):
     rng = np.random.default_rng(d * 10 + m)
     model = ref.random_model(rng, d, m)
     y = rng.normal(size=(1, m))
-    expect = ref.kalman_filter(
-        model["m0"],
-        model["P0"],
-        model["F"],
-        model["Q"],
-        model["H"],
-        model["R"],
-        y,
-        model["b"],
-        model["d"],
-    )
+    expect = reference_filter(model, y)
     c = lambda a: jnp.asarray(a, dtype)
     belief = _belief(model["m0"], model["P0"], form, dtype)
     dyn = kj.LinearDynamics(F=c(model["F"]), Q=c(model["Q"]), b=c(model["b"]))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import kalmanjax as kj
-from tests._helpers import assert_psd, time_varying_models
+from tests._helpers import assert_psd, reference_filter, time_varying_models
 from tests.reference import numpy_kalman as ref
 
 CASES = [("dense", None), ("dense", False), ("sqrt", None), ("sqrt", False)]
@@ -67,17 +67,7 @@ def test_parallel_equals_sequential(x64, problem, form, fast):
     filt, prior, xs, dynamics = _filters(model, y, form, fast, jnp.float64)
     seq = jax.jit(lambda xs: kj.run(filt, prior, xs))(xs)
     par = jax.jit(lambda xs: kj.run(filt, prior, xs, parallel=True))(xs)
-    expect = ref.kalman_filter(
-        model["m0"],
-        model["P0"],
-        model["F"],
-        model["Q"],
-        model["H"],
-        model["R"],
-        y,
-        model["b"],
-        model["d"],
-    )
+    expect = reference_filter(model, y)
     lml = np.sum(par.infos.log_likelihood)
     np.testing.assert_allclose(lml, np.sum(seq.infos.log_likelihood), rtol=1e-9)
     np.testing.assert_allclose(lml, expect["log_marginal_likelihood"], rtol=1e-9)
@@ -104,17 +94,7 @@ def test_parallel_long_sequence(form):
     # T = 10,000 with missing data: float64 equals the sequential filter, float32
     # stays within 1e-4 (relative) of the float64 reference.
     model, y = _problem(7, 2, 1, 10_000, False, True)  # small d: compile stays short
-    expect = ref.kalman_filter(
-        model["m0"],
-        model["P0"],
-        model["F"],
-        model["Q"],
-        model["H"],
-        model["R"],
-        y,
-        model["b"],
-        model["d"],
-    )
+    expect = reference_filter(model, y)
     with jax.enable_x64(True):
         filt, prior, xs, _ = _filters(model, y, form, None, jnp.float64)
         seq = jax.jit(lambda xs: kj.run(filt, prior, xs, lean=True))(xs)

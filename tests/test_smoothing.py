@@ -6,23 +6,21 @@ import numpy as np
 import pytest
 
 import kalmanjax as kj
-from tests._helpers import FORM_CASES, assert_psd, build, time_varying_models, tol
+from tests._helpers import (
+    FORM_CASES,
+    assert_psd,
+    build,
+    reference_filter,
+    simulate,
+    time_varying_models,
+    tol,
+)
 from tests.reference import joint_gaussian as joint
 from tests.reference import numpy_kalman as ref
 
 
 def _ref_smoother(model, y):
-    f = ref.kalman_filter(
-        model["m0"],
-        model["P0"],
-        model["F"],
-        model["Q"],
-        model["H"],
-        model["R"],
-        y,
-        model["b"],
-        model["d"],
-    )
+    f = reference_filter(model, y)
     return ref.rts_smoother(
         f["filtered_means"], f["filtered_covs"], model["F"], model["Q"], model["b"]
     )
@@ -33,18 +31,7 @@ def _ref_smoother(model, y):
 def test_smoother_matches_reference(dtype, variant, form, fast, missing):
     rng = np.random.default_rng(21)
     model = ref.random_model(rng, 4, 2)
-    _, y = ref.simulate(
-        rng,
-        model["m0"],
-        model["P0"],
-        model["F"],
-        model["Q"],
-        model["H"],
-        model["R"],
-        30,
-        model["b"],
-        model["d"],
-    )
+    y = simulate(rng, model, 30)
     if missing:
         y[rng.random(y.shape) < 0.3] = np.nan
         y[-1] = np.nan
@@ -65,18 +52,7 @@ def test_smoother_matches_reference(dtype, variant, form, fast, missing):
 def test_smoother_against_dense_joint_gaussian(x64, form):
     rng = np.random.default_rng(22)
     model = ref.random_model(rng, 2, 1)
-    _, y = ref.simulate(
-        rng,
-        model["m0"],
-        model["P0"],
-        model["F"],
-        model["Q"],
-        model["H"],
-        model["R"],
-        7,
-        model["b"],
-        model["d"],
-    )
+    y = simulate(rng, model, 7)
     y[4] = np.nan
     _, prior, dyn, obs = build(model, jnp.float64, form)
     out = kj.kalman_smoother(dyn, obs, prior, jnp.asarray(y), form=form)
