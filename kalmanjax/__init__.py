@@ -3,8 +3,8 @@
 The layers: beliefs and models (:class:`Gaussian`, :class:`SqrtGaussian`,
 :class:`LinearDynamics`, :class:`LinearObservation`); the math layer
 (:func:`predict`, :func:`update`); filters as ``Filter(init, step)`` pairs
-(:func:`kalman_filter`); and drivers (:func:`run`, :func:`log_marginal_likelihood`,
-:func:`rts_smoother`, :func:`kalman_smoother`).
+(:func:`kalman_filter`, :func:`extended_kalman_filter`); and drivers (:func:`run`,
+:func:`log_marginal_likelihood`, :func:`rts_smoother`, :func:`kalman_smoother`).
 """
 
 from ._base import (
@@ -17,9 +17,18 @@ from ._base import (
     to_dense,
     to_sqrt,
 )
+from .categorical import CategoricalObservation, categorical_update
 from .distributed import batch_map, batch_mesh, shard_batch
+from .ekf import (
+    NonlinearDynamics,
+    NonlinearObservation,
+    ekf_predict,
+    ekf_update,
+    extended_kalman_filter,
+)
 from .filtering import log_marginal_likelihood, run
 from .kalman import FORMS, kalman_filter, predict, update
+from .linearize import linearize
 from .models import LinearDynamics, LinearObservation, get_obs
 from .parallel import parallel_filter, parallel_smoother
 from .smoothing import SmootherResult, kalman_smoother, rts_smoother
@@ -29,20 +38,28 @@ __version__ = "0.1.0"
 __all__ = [
     "FORMS",
     "Belief",
+    "CategoricalObservation",
     "Filter",
     "FilterResult",
     "Gaussian",
     "LinearDynamics",
     "LinearObservation",
+    "NonlinearDynamics",
+    "NonlinearObservation",
     "SmootherResult",
     "SqrtGaussian",
     "UpdateInfo",
     "__version__",
     "batch_map",
     "batch_mesh",
+    "categorical_update",
+    "ekf_predict",
+    "ekf_update",
+    "extended_kalman_filter",
     "get_obs",
     "kalman_filter",
     "kalman_smoother",
+    "linearize",
     "log_marginal_likelihood",
     "parallel_filter",
     "parallel_smoother",

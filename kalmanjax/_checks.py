@@ -116,6 +116,16 @@ def check_observation(obs_model: Any, n: int, dtype: Any, owner: str) -> int:
     return m
 
 
+def check_vector(x: Any, name: str, dtype: Any, owner: str) -> int:
+    """Raise unless ``x`` is a vector of floating ``dtype``; return its length."""
+    if len(_shape(x)) != 1:
+        raise ValueError(
+            f"{owner}: {name} must be a vector of shape (obs,), got {_shape(x)}"
+        )
+    check_dtype(x, name, dtype, owner)
+    return _shape(x)[0]
+
+
 def check_obs(y: Any, m: int, dtype: Any, owner: str) -> None:
     """Validate one observation vector of length ``m``."""
     check_array(y, "obs", (m,), dtype, "(obs,) with obs = H.shape[0]", owner)

@@ -124,8 +124,19 @@ def _mask_missing(obs, model: LinearObservation, dtype):
 
 
 def _update(
-    belief, obs, model: LinearObservation, ops: LinalgOps, joseph: bool, missing: bool
+    belief,
+    obs,
+    model: LinearObservation,
+    ops: LinalgOps,
+    joseph: bool,
+    missing: bool,
+    predicted=None,
 ):
+    """The linear update.
+
+    ``predicted`` (if given) replaces :math:`H m^- + d`: the EKF passes
+    :math:`h(m^-)` itself rather than ``d = h(m^-) - H m^-``.
+    """
     dtype = belief.mean.dtype
     m = model.H.shape[0]
     if missing:
@@ -134,7 +145,12 @@ def _update(
         y, H, R = obs, model.H, model.R
         d, num_observed = _zeros_if_none(model.d, m, dtype), m
     chol_r = ops.cholesky(R)
-    innovation = y - ops.matmul(H, belief.mean) - d
+    if predicted is None:
+        innovation = y - ops.matmul(H, belief.mean) - d
+    else:
+        innovation = y - (
+            jnp.where(jnp.isnan(obs), 0.0, predicted) if missing else predicted
+        )
 
     if isinstance(belief, SqrtGaussian):
         n = belief.mean.shape[0]

@@ -1,0 +1,88 @@
+r"""Linearisation of a function at a point: its value and Jacobian in one pass.
+
+The building block of the extended and iterated Kalman filters
+(:mod:`kalmanjax.ekf`) and of the categorical token update
+(:mod:`kalmanjax.categorical`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import jax
+import numpy as np
+from jax import lax
+from jaxtyping import Array, Float
+
+__all__ = ["METHODS", "check_num_iter", "iterate_linearization", "linearize"]
+
+Method = Literal["jacfwd", "jacrev"]
+#: The Jacobian methods :func:`linearize` accepts.
+METHODS = ("jacfwd", "jacrev")
+
+
+def linearize(
+    fn: Callable[..., Array],
+    x: Float[Array, " state"],
+    *args: Any,
+    method: Method = "jacfwd",
+) -> tuple[Array, Array]:
+    r"""Evaluate ``fn(x, *args)`` and its Jacobian in ``x`` in one pass.
+
+    Args:
+        fn: a function of ``x`` (and of ``args``, held fixed).
+        x: the linearisation point, shape ``(state,)``.
+        *args: further arguments of ``fn``.
+        method: ``"jacfwd"`` (forward mode: one tangent per state dimension; the
+            default, right for a small state) or ``"jacrev"`` (reverse mode: one
+            cotangent per output; for a large state and few outputs).
+
+    Returns:
+        ``(value, jacobian)`` with ``jacobian`` of shape ``value.shape + (state,)``.
+
+    Raises:
+        ValueError: on an unknown ``method``.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import kalmanjax as kj
+        >>> fn = lambda x: jnp.sin(x) * x[0]
+        >>> value, jac = kj.linearize(fn, jnp.array([0.0, 1.0]))
+        >>> print(jac.round(4))
+        [[0.     0.    ]
+         [0.8415 0.    ]]
+    """
+    if method not in METHODS:
+        raise ValueError(f"linearize: method must be one of {METHODS}, got {method!r}")
+
+    def with_value(z):
+        value = fn(z, *args)
+        return value, value
+
+    jac_fn = jax.jacfwd if method == "jacfwd" else jax.jacrev
+    jac, value = jac_fn(with_value, has_aux=True)(x)
+    return value, jac
+
+
+def iterate_linearization(
+    condition_at: Callable[[Array], tuple[Any, Any]], start: Array, num_iter: int
+) -> tuple[Any, Any]:
+    """Condition at ``start``, then ``num_iter - 1`` times at the last posterior mean.
+
+    ``condition_at(point) -> (posterior, info)`` must condition the same predicted
+    belief on the same observation with the model linearised at ``point``, so the
+    observation enters once however many iterations run (Gauss-Newton).
+    """
+    posterior, info = condition_at(start)
+    if num_iter > 1:
+        posterior, info = lax.fori_loop(
+            1, num_iter, lambda _, carry: condition_at(carry[0].mean), (posterior, info)
+        )
+    return posterior, info
+
+
+def check_num_iter(num_iter: Any, owner: str) -> None:
+    """Raise unless ``num_iter`` is a (static) integer >= 1."""
+    if not isinstance(num_iter, int | np.integer) or num_iter < 1:
+        raise ValueError(f"{owner}: num_iter must be an integer >= 1, got {num_iter!r}")
