@@ -1,0 +1,147 @@
+r"""Adaptation states: where a low-dimensional :math:`\theta` enters the network.
+
+:math:`\theta \in \mathbb R^k` adapts a frozen :class:`~kalmanjax.nn.Transformer`.
+
+An adapter holds fixed random directions (``AdapterBasis`` variables, not
+``nnx.Param``, so optimisers over the network's parameters leave them alone) and
+maps :math:`\theta` to a perturbation at one *site* of the network:
+
+* :class:`ResidualShift`: :math:`h \mapsto h + U\theta` on the residual stream
+  (a steering vector in a :math:`k`-dimensional subspace), at ``"block{i}"`` or
+  ``"head"``;
+* :class:`LowRankAdapter`: a projection :math:`W x \mapsto W x + B
+  \operatorname{diag}(\theta) A x` (a rank-:math:`k` LoRA whose factors are fixed
+  and whose :math:`k` singular values are :math:`\theta`), at ``"block{i}.attn"``,
+  ``"block{i}.mlp"`` or ``"head.proj"``.
+
+Both are linear in :math:`\theta` and exactly zero at :math:`\theta = 0`. (A LoRA
+whose two trainable factors both start at zero has a zero Jacobian there, so an
+EKF over them would never move; fixing the directions avoids that.)
+"""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jaxtyping import Array
+
+__all__ = ["Adapter", "AdapterBasis", "LowRankAdapter", "ResidualShift"]
+
+
+class AdapterBasis(nnx.Variable):
+    """A fixed (non-trainable) array of an adapter."""
+
+
+def _site_sizes(model, site: str) -> tuple[int, int]:
+    """(input, output) sizes of the tensor an adapter at ``site`` perturbs."""
+    width = model.width
+    m = re.fullmatch(r"block(\d+)(\.attn|\.mlp)?", site)
+    if m and int(m.group(1)) < model.depth:
+        if m.group(2) == ".mlp":
+            return model.blocks[0].mlp_out.in_features, width
+        return width, width
+    if site == "head":
+        return width, width
+    if site == "head.proj":
+        return width, model.head.out_features
+    raise ValueError(
+        f"adapter: unknown site {site!r}; choose 'block0'..'block{model.depth - 1}' "
+        "or 'head' (residual stream), or 'block{i}.attn', 'block{i}.mlp' or "
+        "'head.proj' (projections)"
+    )
+
+
+class Adapter(nnx.Module):
+    """Base class: an adaptation state of size ``dim`` entering at ``site``."""
+
+    site: str
+    dim: int
+
+    def shift(self, h: Array, theta: Array) -> Array:
+        """Residual-stream sites: the adapted stream (``h`` is ``(T, width)``)."""
+        raise NotImplementedError
+
+    def delta(self, x: Array, theta: Array) -> Array:
+        """Projection sites: the change of the projection's output for input ``x``."""
+        raise NotImplementedError
+
+    def check(self, theta: Array, model) -> None:
+        """Raise unless ``theta`` is a ``(dim,)`` vector of the model's dtype."""
+        dtype = model.head.kernel[...].dtype
+        if np.shape(theta) != (self.dim,):
+            raise ValueError(
+                f"{type(self).__name__}: theta must have shape ({self.dim},) (k,), "
+                f"got {np.shape(theta)}"
+            )
+        if jnp.result_type(theta) != dtype:
+            raise TypeError(
+                f"{type(self).__name__}: theta has dtype {jnp.result_type(theta)} "
+                f"but the network's parameters are {dtype}"
+            )
+
+
+class ResidualShift(Adapter):
+    r"""Shift the residual stream by :math:`U\theta` at one site.
+
+    :math:`U` is ``(width, dim)`` with unit-norm random columns.
+
+    Args:
+        model: the :class:`~kalmanjax.nn.Transformer` it adapts (for the sizes).
+        site: ``"block{i}"`` (input of block ``i``) or ``"head"``.
+        dim: :math:`k`, the size of :math:`\theta`.
+        rngs: ``nnx.Rngs`` for the directions.
+    """
+
+    def __init__(self, model, site: str, dim: int, *, rngs: nnx.Rngs):
+        """Draw the directions (see the class docstring)."""
+        if "." in site:
+            raise ValueError(
+                f"ResidualShift: site must be a residual-stream site ('block{{i}}' or "
+                f"'head'), got {site!r}; use LowRankAdapter for projections"
+            )
+        _, width = _site_sizes(model, site)
+        dtype = model.head.kernel[...].dtype
+        self.site, self.dim = site, dim
+        u = jax.random.normal(rngs.params(), (width, dim), dtype)
+        self.basis = AdapterBasis(u / jnp.linalg.norm(u, axis=0, keepdims=True))
+
+    def shift(self, h, theta):
+        r""":math:`h + U\theta` (broadcast over positions)."""
+        return h + (self.basis[...] @ theta)[None, :]
+
+
+class LowRankAdapter(Adapter):
+    r"""Add :math:`B\operatorname{diag}(\theta)A x` to a projection's output.
+
+    :math:`A` is ``(dim, in)`` and :math:`B` is ``(out, dim)``, fixed, with unit-norm
+    random rows and columns.
+
+    Args:
+        model: the :class:`~kalmanjax.nn.Transformer` it adapts.
+        site: ``"block{i}.attn"``, ``"block{i}.mlp"`` or ``"head.proj"``.
+        dim: :math:`k`, the size of :math:`\theta` (the adapter's rank).
+        rngs: ``nnx.Rngs`` for the factors.
+    """
+
+    def __init__(self, model, site: str, dim: int, *, rngs: nnx.Rngs):
+        """Draw the factors (see the class docstring)."""
+        if not (site.endswith((".attn", ".mlp")) or site == "head.proj"):
+            raise ValueError(
+                f"LowRankAdapter: site must be a projection ('block{{i}}.attn', "
+                f"'block{{i}}.mlp' or 'head.proj'), got {site!r}"
+            )
+        n_in, n_out = _site_sizes(model, site)
+        dtype = model.head.kernel[...].dtype
+        self.site, self.dim = site, dim
+        a = jax.random.normal(rngs.params(), (dim, n_in), dtype)
+        b = jax.random.normal(rngs.params(), (n_out, dim), dtype)
+        self.A = AdapterBasis(a / jnp.linalg.norm(a, axis=1, keepdims=True))
+        self.B = AdapterBasis(b / jnp.linalg.norm(b, axis=0, keepdims=True))
+
+    def delta(self, x, theta):
+        r""":math:`B\operatorname{diag}(\theta) A x` for ``x`` of shape ``(T, in)``."""
+        return ((x @ self.A[...].T) * theta[None, :]) @ self.B[...].T
