@@ -1,0 +1,419 @@
+r"""In-context linear regression: prompts, the trained transformer, its evaluation.
+
+The task family of Garg et al. (2022): per prompt a weight vector
+:math:`w \sim N(\mu_w, \tau^2 I_d)`, inputs :math:`x_i \sim N(0, I_d)` and outputs
+:math:`y_i = w^\top x_i + v_i`, :math:`v_i \sim N(0, \sigma^2)`. A prompt of
+:math:`n` pairs is the token sequence :math:`[x_1, 0], [0, y_1], [x_2, 0], \dots`
+(``2n`` tokens of size ``d + 1``); the network's output at the token of
+:math:`x_i` is its prediction of :math:`y_i` from the :math:`i - 1` pairs before it.
+
+The Bayes-optimal prediction is the posterior predictive mean of the Kalman filter
+over :math:`w` (:math:`F = I, Q = 0, H_i = x_i^\top, R = \sigma^2`), i.e. Bayesian
+ridge regression; :func:`evaluate` computes it with kalmanjax itself and reports
+the network's error over Bayes' per position.
+
+A small transformer trained on this family ships with the package
+(:func:`load_pretrained`, flax msgpack, no pickle); ``python -m kalmanjax.nn.icl
+train`` retrains it (seeded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, serialization
+from jaxtyping import Array, Float
+
+from .. import Gaussian, LinearDynamics, LinearObservation, kalman_filter, run
+from .transformer import Transformer
+
+__all__ = [
+    "ICLConfig",
+    "bayes_predictions",
+    "build_model",
+    "encode",
+    "evaluate",
+    "load",
+    "load_pretrained",
+    "network_predictions",
+    "sample_prompts",
+    "save",
+    "train",
+]
+
+#: where the shipped weights live
+WEIGHTS = Path(__file__).parent / "weights" / "icl_regression.msgpack"
+
+
+class ICLConfig(NamedTuple):
+    r"""The task family and the network's shape.
+
+    Attributes:
+        dim: :math:`d`, the input dimension.
+        num_pairs: :math:`n`, the (x, y) pairs per prompt.
+        noise_var: :math:`\\sigma^2`.
+        prior_var: :math:`\\tau^2`, the variance of each weight.
+        width, depth, heads: the transformer's shape.
+    """
+
+    dim: int = 5
+    num_pairs: int = 20
+    noise_var: float = 0.25
+    prior_var: float = 1.0
+    width: int = 64
+    depth: int = 3
+    heads: int = 4
+
+
+#: the shipped model's task family and shape
+DEFAULT_CONFIG = ICLConfig()
+
+
+def sample_prompts(
+    key: Array,
+    num_prompts: int,
+    config: ICLConfig,
+    *,
+    weight_mean: Float[Array, " d"] | None = None,
+    dtype=jnp.float32,
+) -> tuple[Array, Array, Array]:
+    r"""Draw prompts from the task family.
+
+    Args:
+        key: a JAX PRNG key.
+        num_prompts: :math:`B`.
+        config: the task family.
+        weight_mean: :math:`\\mu_w` (shape ``(d,)``; default 0): a shifted family.
+        dtype: floating dtype of the arrays.
+
+    Returns:
+        ``w (B, d)``, ``x (B, n, d)``, ``y (B, n)``.
+    """
+    d, n = config.dim, config.num_pairs
+    kw, kx, kv = jax.random.split(key, 3)
+    w = jnp.sqrt(config.prior_var) * jax.random.normal(kw, (num_prompts, d), dtype)
+    if weight_mean is not None:
+        w = w + jnp.asarray(weight_mean, dtype)[None, :]
+    x = jax.random.normal(kx, (num_prompts, n, d), dtype)
+    noise = jnp.sqrt(config.noise_var) * jax.random.normal(kv, (num_prompts, n), dtype)
+    return w, x, jnp.einsum("bnd,bd->bn", x, w) + noise
+
+
+def encode(x: Float[Array, "n d"], y: Float[Array, " n"]) -> Float[Array, "2n d+1"]:
+    """Interleave a prompt into tokens ``[x_1, 0], [0, y_1], ...``: ``(2n, d+1)``."""
+    n, d = x.shape
+    x_tokens = jnp.concatenate([x, jnp.zeros((n, 1), x.dtype)], axis=1)
+    y_tokens = jnp.concatenate([jnp.zeros((n, d), x.dtype), y[:, None]], axis=1)
+    return jnp.stack([x_tokens, y_tokens], axis=1).reshape(2 * n, d + 1)
+
+
+def network_predictions(
+    fn: Callable[[Array], Array], x: Float[Array, "n d"], y: Float[Array, " n"]
+) -> Float[Array, " n"]:
+    """Predictions of :math:`y_i` (read at the :math:`x_i` tokens) for one prompt.
+
+    ``fn(tokens) -> (2n, 1)`` is the network (e.g. ``model`` or a partial of an
+    :func:`~kalmanjax.nn.observation_fn`).
+    """
+    return fn(encode(x, y))[0::2, 0]
+
+
+def build_model(config: ICLConfig, *, seed: int = 0, dtype=jnp.float32) -> Transformer:
+    """A fresh (untrained) transformer of the configured shape."""
+    return Transformer(
+        output_dim=1,
+        input_dim=config.dim + 1,
+        width=config.width,
+        depth=config.depth,
+        heads=config.heads,
+        max_len=2 * config.num_pairs,
+        dtype=dtype,
+        rngs=nnx.Rngs(seed),
+    )
+
+
+def bayes_predictions(
+    x: Float[Array, "n d"],
+    y: Float[Array, " n"],
+    config: ICLConfig,
+    weight_mean: Float[Array, " d"] | None = None,
+) -> tuple[Array, Array]:
+    r"""The Bayes-optimal predictions :math:`x_i^\top m_{i-1}` (Kalman filter on w).
+
+    Returns:
+        ``(predictions (n,), predictive_var (n,))``: the posterior predictive mean
+        and variance of :math:`y_i` given the pairs before it.
+    """
+    d, dtype = config.dim, x.dtype
+    filt = kalman_filter(
+        LinearDynamics(F=jnp.eye(d, dtype=dtype), Q=jnp.zeros((d, d), dtype)),
+        lambda u: LinearObservation(
+            H=u["x"][None, :], R=jnp.full((1, 1), config.noise_var, dtype)
+        ),
+    )
+    m0 = jnp.zeros(d, dtype) if weight_mean is None else jnp.asarray(weight_mean, dtype)
+    prior = Gaussian(mean=m0, cov=config.prior_var * jnp.eye(d, dtype=dtype))
+    out = run(filt, prior, {"obs": y[:, None], "x": x})
+    # beliefs before pair i: the prior, then the filtered beliefs 1..n-1
+    means = jnp.concatenate([m0[None, :], out.states.mean[:-1]], axis=0)
+    covs = jnp.concatenate([prior.cov[None], out.states.cov[:-1]], axis=0)
+    pred = jnp.einsum("nd,nd->n", x, means)
+    var = jnp.einsum("nd,nde,ne->n", x, covs, x) + config.noise_var
+    return pred, var
+
+
+# ---------------------------------------------------------------------- training
+
+
+def _loss(graphdef, params, x, y):
+    model = nnx.merge(graphdef, params)
+    pred = jax.vmap(lambda xi, yi: network_predictions(model, xi, yi))(x, y)
+    return jnp.mean((pred - y) ** 2)
+
+
+def train(
+    config: ICLConfig = DEFAULT_CONFIG,
+    *,
+    steps: int = 40_000,
+    seed: int = 0,
+    batch_size: int = 64,
+    learning_rate: float = 1e-3,
+    fused_steps: int = 20,
+    max_seconds: float | None = None,
+    log: Callable[[int, float, float], None] | None = None,
+) -> tuple[Transformer, dict]:
+    """Train the transformer on fresh prompts (seeded, reproducible).
+
+    AdamW (weight decay 1e-4) with a 2% linear warm-up and cosine decay to zero,
+    gradients clipped at norm 1; ``fused_steps`` steps run inside one
+    ``lax.scan`` per jitted call.
+
+    Args:
+        config: task family and network shape.
+        steps: optimisation steps (rounded up to a multiple of ``fused_steps``).
+        seed: seeds the initialisation and the prompt stream.
+        batch_size: prompts per step.
+        learning_rate: peak learning rate.
+        fused_steps: steps per jitted call.
+        max_seconds: stop early after this wall time (the schedule is kept).
+        log: ``log(step, loss, seconds)`` called after every jitted call.
+
+    Returns:
+        ``(model, info)`` with ``info = {"steps", "seconds", "final_loss"}``.
+    """
+    import optax  # noqa: PLC0415  (optional dependency)
+
+    model = build_model(config, seed=seed)
+    graphdef, params = nnx.split(model)
+    calls = -(-steps // fused_steps)
+    total = calls * fused_steps
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, learning_rate, max(1, total // 50), total
+    )
+    opt = optax.chain(
+        optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=1e-4)
+    )
+    opt_state = opt.init(params)
+
+    def one_step(carry, key):
+        params, opt_state = carry
+        _, x, y = sample_prompts(key, batch_size, config)
+        loss, grads = jax.value_and_grad(_loss, argnums=1)(graphdef, params, x, y)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), loss
+
+    @jax.jit
+    def fused(params, opt_state, key):
+        keys = jax.random.split(key, fused_steps)
+        (params, opt_state), losses = jax.lax.scan(one_step, (params, opt_state), keys)
+        return params, opt_state, jnp.mean(losses)
+
+    key = jax.random.key(seed + 1)
+    start = time.perf_counter()
+    loss = float("nan")
+    done = 0
+    for call in range(calls):
+        params, opt_state, loss = fused(
+            params, opt_state, jax.random.fold_in(key, call)
+        )
+        done = (call + 1) * fused_steps
+        elapsed = time.perf_counter() - start
+        if log is not None:
+            log(done, float(loss), elapsed)
+        if max_seconds is not None and elapsed > max_seconds:
+            break
+    nnx.update(model, params)
+    info = dict(steps=done, seconds=time.perf_counter() - start, final_loss=float(loss))
+    return model, info
+
+
+# ----------------------------------------------------------------------- weights
+
+
+def save(model: Transformer, config: ICLConfig, path: str | Path, **meta) -> None:
+    """Write the parameters and the config as flax msgpack (no pickle)."""
+    state = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    state = jax.tree_util.tree_map(np.asarray, state)
+    payload = {"config": json.dumps({**config._asdict(), **meta}), "params": state}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_bytes(serialization.msgpack_serialize(payload))
+
+
+def load(path: str | Path) -> tuple[Transformer, ICLConfig, dict]:
+    """Read weights written by :func:`save`: ``(model, config, meta)``."""
+    payload = serialization.msgpack_restore(Path(path).read_bytes())
+    raw = json.loads(payload["config"])
+    config = ICLConfig(**{k: raw[k] for k in ICLConfig._fields})
+    meta = {k: v for k, v in raw.items() if k not in ICLConfig._fields}
+    model = build_model(config)
+    state = nnx.state(model, nnx.Param)
+    params = _int_keys(payload["params"])
+    nnx.replace_by_pure_dict(state, params)
+    nnx.update(model, state)
+    return model, config, meta
+
+
+def _int_keys(tree):
+    """Msgpack turns the integer keys of ``nnx.List`` entries into strings."""
+    if isinstance(tree, dict):
+        return {
+            (int(k) if isinstance(k, str) and k.isdigit() else k): _int_keys(v)
+            for k, v in tree.items()
+        }
+    return tree
+
+
+def load_pretrained() -> tuple[Transformer, ICLConfig, dict]:
+    """The shipped in-context regression transformer: ``(model, config, meta)``."""
+    if not WEIGHTS.exists():
+        raise FileNotFoundError(
+            f"{WEIGHTS} is missing; retrain it with `python -m kalmanjax.nn.icl train`"
+        )
+    return load(WEIGHTS)
+
+
+# -------------------------------------------------------------------- evaluation
+
+
+def evaluate(
+    model: Transformer,
+    config: ICLConfig,
+    *,
+    num_prompts: int = 4096,
+    seed: int = 12345,
+    weight_mean: Float[Array, " d"] | None = None,
+    batch: int = 512,
+) -> dict[str, np.ndarray | float]:
+    """Per-position squared error of the network and of the Bayes predictor.
+
+    Errors are against the observed :math:`y_i` (noise included), on fresh prompts.
+
+    Returns:
+        dict with ``model_mse``, ``bayes_mse`` (shape ``(n,)``), ``ratio`` (their
+        quotient per position), ``ratio_se`` (its standard error, delta method over
+        prompts), ``mean_ratio`` and ``mean_ratio_se`` (the ratio averaged over
+        positions ``d..n``, i.e. once the prompt holds at least ``d - 1`` pairs).
+    """
+    network = observation_free(model)
+
+    @jax.jit
+    def errors(key):
+        _, x, y = sample_prompts(key, batch, config, weight_mean=weight_mean)
+        net = jax.vmap(lambda a, b: network_predictions(network, a, b))(x, y)
+        bayes = jax.vmap(lambda a, b: bayes_predictions(a, b, config, weight_mean)[0])(
+            x, y
+        )
+        return (net - y) ** 2, (bayes - y) ** 2
+
+    keys = jax.random.split(jax.random.key(seed), -(-num_prompts // batch))
+    parts = [errors(k) for k in keys]
+    net_err = np.concatenate([np.asarray(p[0]) for p in parts])[:num_prompts]
+    bayes_err = np.concatenate([np.asarray(p[1]) for p in parts])[:num_prompts]
+    model_mse, bayes_mse = net_err.mean(0), bayes_err.mean(0)
+    ratio = model_mse / bayes_mse
+    # delta method for a ratio of means over the same prompts
+    num = net_err - ratio[None, :] * bayes_err
+    ratio_se = num.std(0, ddof=1) / np.sqrt(num_prompts) / bayes_mse
+    late = slice(config.dim - 1, None)  # positions d..n (1-based)
+    per_prompt = (net_err[:, late] / bayes_mse[None, late]).mean(1)
+    return dict(
+        model_mse=model_mse,
+        bayes_mse=bayes_mse,
+        ratio=ratio,
+        ratio_se=ratio_se,
+        mean_ratio=float(ratio[late].mean()),
+        mean_ratio_se=float(per_prompt.std(ddof=1) / np.sqrt(num_prompts)),
+    )
+
+
+def observation_free(model: Transformer) -> Callable[[Array], Array]:
+    """The frozen network as a pure function of its inputs (captures the weights)."""
+    graphdef, state = nnx.split(model)
+    return lambda tokens: nnx.merge(graphdef, state)(tokens)
+
+
+# ------------------------------------------------------------------ command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kalmanjax.nn.icl train|evaluate``: retrain or check the weights."""
+    p = argparse.ArgumentParser(prog="python -m kalmanjax.nn.icl", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train and save the weights (seeded)")
+    t.add_argument("--steps", type=int, default=40_000)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--minutes", type=float, default=None, help="wall-time cap")
+    t.add_argument("--out", default=str(WEIGHTS))
+    e = sub.add_parser("evaluate", help="model / Bayes error per position")
+    e.add_argument("--weights", default=str(WEIGHTS))
+    e.add_argument("--prompts", type=int, default=4096)
+    args = p.parse_args(argv)
+
+    if args.command == "train":
+        if args.steps < 1:
+            p.error(f"--steps must be >= 1, got {args.steps}")
+
+        def log(step, loss, seconds):
+            if step % 1000 < 20 or step == args.steps:
+                print(f"step {step:6d}  loss {loss:.4f}  {seconds:7.1f} s", flush=True)
+
+        config = ICLConfig()
+        cap = None if args.minutes is None else 60 * args.minutes
+        model, info = train(
+            config, steps=args.steps, seed=args.seed, max_seconds=cap, log=log
+        )
+        res = evaluate(model, config, num_prompts=2048)
+        save(
+            model,
+            config,
+            args.out,
+            seed=args.seed,
+            **info,
+            mean_ratio=res["mean_ratio"],
+        )
+        print(json.dumps({**info, "mean_ratio": res["mean_ratio"]}))
+        return 0
+    if not Path(args.weights).exists():
+        p.error(f"no weights at {args.weights}")
+    model, config, meta = load(args.weights)
+    res = evaluate(model, config, num_prompts=args.prompts)
+    for i, (r, se) in enumerate(zip(res["ratio"], res["ratio_se"], strict=True)):
+        print(f"position {i + 1:2d}: model / Bayes = {r:.3f} +- {se:.3f}")
+    print(
+        f"mean over positions {config.dim}..{config.num_pairs}: "
+        f"{res['mean_ratio']:.3f} +- {res['mean_ratio_se']:.3f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
