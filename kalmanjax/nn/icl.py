@@ -274,12 +274,11 @@ def load(path: str | Path) -> tuple[Transformer, ICLConfig, dict]:
     raw = json.loads(payload["config"])
     config = ICLConfig(**{k: raw[k] for k in ICLConfig._fields})
     meta = {k: v for k, v in raw.items() if k not in ICLConfig._fields}
-    model = build_model(config)
-    state = nnx.state(model, nnx.Param)
-    params = _int_keys(payload["params"])
+    # build the structure abstractly (no eager random initialisation), then fill it
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: build_model(config)))
+    params = jax.tree_util.tree_map(jnp.asarray, _int_keys(payload["params"]))
     nnx.replace_by_pure_dict(state, params)
-    nnx.update(model, state)
-    return model, config, meta
+    return nnx.merge(graphdef, state), config, meta
 
 
 def _int_keys(tree):
@@ -373,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--minutes", type=float, default=None, help="wall-time cap")
     t.add_argument("--out", default=str(WEIGHTS))
+    t.add_argument(
+        "--eval-prompts", type=int, default=4096, help="prompts for the stated ratio"
+    )
     e = sub.add_parser("evaluate", help="model / Bayes error per position")
     e.add_argument("--weights", default=str(WEIGHTS))
     e.add_argument("--prompts", type=int, default=4096)
@@ -391,16 +393,10 @@ def main(argv: list[str] | None = None) -> int:
         model, info = train(
             config, steps=args.steps, seed=args.seed, max_seconds=cap, log=log
         )
-        res = evaluate(model, config, num_prompts=2048)
-        save(
-            model,
-            config,
-            args.out,
-            seed=args.seed,
-            **info,
-            mean_ratio=res["mean_ratio"],
-        )
-        print(json.dumps({**info, "mean_ratio": res["mean_ratio"]}))
+        res = evaluate(model, config, num_prompts=args.eval_prompts)
+        stated = dict(mean_ratio=res["mean_ratio"], mean_ratio_se=res["mean_ratio_se"])
+        save(model, config, args.out, seed=args.seed, **info, **stated)
+        print(json.dumps({**info, **stated}))
         return 0
     if not Path(args.weights).exists():
         p.error(f"no weights at {args.weights}")

@@ -195,13 +195,35 @@ class Transformer(nnx.Module):
         theta: Float[Array, " k"] | None = None,
     ) -> Float[Array, "T out"]:
         """Outputs at every position, shape ``(T, output_dim)``."""
+        return self._forward(inputs, adapter, theta)[0]
+
+    def residual_streams(
+        self,
+        inputs: Array,
+        *,
+        adapter: Adapter | None = None,
+        theta: Float[Array, " k"] | None = None,
+    ) -> Float[Array, "depth+1 T width"]:
+        """The residual streams entering each block and the head: ``(depth+1, T, w)``.
+
+        Entry ``i < depth`` is the stream entering block ``i`` (after any adapter at
+        that site); entry ``depth`` is the normalised stream entering the head
+        projection. For probing what the network represents.
+        """
+        return jnp.stack(self._forward(inputs, adapter, theta)[1])
+
+    def _forward(self, inputs, adapter, theta):
         self._check(inputs)
         if adapter is not None:
             adapter.check(theta, self)
         T = inputs.shape[0]
         h = self.embed(inputs) + self.position[...][:T]
+        streams = []
         for i, block in enumerate(self.blocks):
             site = f"block{i}"
-            h = block(_shift(h, site, adapter, theta), site, adapter, theta)
+            h = _shift(h, site, adapter, theta)
+            streams.append(h)
+            h = block(h, site, adapter, theta)
         h = _shift(self.norm(h), "head", adapter, theta)
-        return _project(self.head, h, "head.proj", adapter, theta)
+        streams.append(h)
+        return _project(self.head, h, "head.proj", adapter, theta), streams
