@@ -178,7 +178,7 @@ class MetaFit(NamedTuple):
         prior: the fitted prior ``Gaussian`` :math:`(m_0, \Sigma_0)`.
         noise_var: the fitted :math:`r`.
         process_var: the fitted :math:`q` (0 when not learned).
-        losses: the negative mean log-likelihood per token at every step,
+        losses: the negative log-likelihood per observed number at every step,
             shape ``(steps,)``.
     """
 
@@ -201,7 +201,8 @@ def fit_meta_prior(
 ) -> MetaFit:
     r"""Learn :math:`(m_0, \Sigma_0, r[, q])` by type-II maximum likelihood.
 
-    Minimises :math:`-\frac{1}{N T}\sum_i \log p(y^{(i)}_{1:T})` with
+    Minimises :math:`-\frac{1}{n}\sum_i \log p(y^{(i)}_{1:T})` (:math:`n` the
+    number of observed, non-NaN, entries; tasks padded with NaN add nothing) with
     ``optax.adam(learning_rate)`` for ``steps`` full-batch steps (one
     ``lax.scan``; jit the call for speed).
 
@@ -240,7 +241,8 @@ def fit_meta_prior(
             f"{owner}: learn_process_noise=True needs a finite initial "
             "log_process_var (init_meta_params(..., process_var=q > 0))"
         )
-    num = obs.shape[0] * obs.shape[1]
+    # per observed number (NaN = missing; a task padded with NaN adds nothing)
+    num = jnp.maximum(jnp.sum(~jnp.isnan(obs)), 1).astype(init.mean.dtype)
     mask = MetaParams(
         mean=True,
         scale=True,
