@@ -472,6 +472,33 @@ def test_gd_limit_transformation_is_sgd_and_frozen_transformation_tends_to_it(x6
     assert rels[-1] < 1e-3
 
 
+def _shapes(jaxpr):
+    """Shapes of every intermediate, nested jaxprs (pjit, custom_jvp, ...) included."""
+    for eqn in jaxpr.eqns:
+        for v in eqn.outvars:
+            yield tuple(getattr(v.aval, "shape", ()))
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, tuple | list) else (param,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from _shapes(inner)
+
+
+def test_gd_limit_step_holds_no_k_by_k_array():
+    """The GD limit costs what SGD costs: no k x k covariance or Jacobian."""
+    k = 64
+    u = {"obs": jnp.ones(2), "x": jnp.ones((2, k))}
+    step = kl.gd_limit_filter(h_nl, 0.1).step
+    jaxpr = jax.make_jaxpr(step)(jnp.zeros(k), u).jaxpr
+    shapes = list(_shapes(jaxpr))
+    assert shapes and max(int(np.prod(s)) for s in shapes) <= 2 * k
+    # while the frozen filter on the path does build k x k arrays
+    frozen = kl.frozen_covariance_filter(h_nl, 1.0).step
+    prior = kj.Gaussian(jnp.zeros(k), jnp.eye(k))
+    big = jax.make_jaxpr(frozen)(prior, u).jaxpr
+    assert max(int(np.prod(s)) for s in _shapes(big)) >= k * k
+
+
 # -------------------------------------------------------------- contract and errors
 
 
