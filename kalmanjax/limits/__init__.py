@@ -7,41 +7,37 @@ is a property of the *core* filter (:func:`kalmanjax.update` on an observation
 along a path; a ``*_gap_path`` function returns the distance to the limit along
 that path, and :func:`loglog_slope` measures its order.
 
-=====================================  =========================================
-theory.md "Degenerate limits"          here
-=====================================  =========================================
-Gradient descent (frozen                :func:`frozen_covariance_filter` ->
-:math:`\sigma^2 I`, :math:`R = rI`,    :func:`gd_limit_filter`; gap to
-:math:`\sigma^2|J|^2/r \to 0`)          ``optax.sgd``: :func:`gd_gap_path`
-                                        (relative gap order 1 in
-                                        :math:`\eta|J|^2`)
-Noise-free projection                   :func:`projection_filter` (Kaczmarz /
-(:math:`R \to 0`)                       NLMS when frozen; cumulative: minimum-norm
-                                        interpolant, singular covariance);
-                                        :func:`projection_gap_path` (order 1 in
-                                        :math:`r`)
-Natural gradient (:math:`Q = 0`)        :func:`natural_gradient_filter` (exact
-                                        identity with online NGD);
-                                        :func:`fixed_natural_gradient_filter`,
-                                        :func:`natural_gradient_gap_path` (frozen
-                                        preconditioner)
-Meta-learning                           :func:`fit_meta_prior` (type-II ML with
-                                        optax), :func:`adapt` (MAML inner step),
-                                        :func:`meta_sgd_learning_rates`
-optax bridges                           :func:`gd_limit_transformation`,
-                                        :func:`natural_gradient_transformation`,
-                                        :func:`frozen_filter_transformation`,
-                                        :func:`kalman_transformation`,
-                                        :func:`precondition`
-=====================================  =========================================
+Each item of theory.md's "Degenerate limits" and where it lives:
+
+* Gradient descent (frozen :math:`\sigma^2 I`, :math:`R = rI`,
+  :math:`\sigma^2|J|^2/r \to 0` at :math:`\eta = \sigma^2/r`):
+  :func:`frozen_covariance_filter` (the path) -> :func:`gd_limit_filter` (the
+  limit, O(k)); the gap to ``optax.sgd`` along the path: :func:`gd_gap_path`
+  (relative gap of order 1 in :math:`\eta|J|^2`). Module
+  :mod:`~kalmanjax.limits.gradient_descent`.
+* Noise-free projection (:math:`R \to 0`): :func:`projection_filter` (Kaczmarz /
+  normalised LMS when frozen; cumulatively the minimum-norm interpolant with a
+  singular covariance); :func:`projection_gap_path` (order 1 in :math:`r`).
+  Module :mod:`~kalmanjax.limits.projection`.
+* Natural gradient (:math:`Q = 0`): :func:`natural_gradient_filter` (an exact
+  identity with online NGD); :func:`fixed_natural_gradient_filter` and
+  :func:`natural_gradient_gap_path` (frozen preconditioner, order 1). Module
+  :mod:`~kalmanjax.limits.natural_gradient`.
+* Meta-learning: :func:`fit_meta_prior` (type-II maximum likelihood of
+  :math:`(m_0, \Sigma_0, Q, R)` with optax), :func:`adapt` (a GD-limit step from
+  :math:`m_0`: the MAML inner step), :func:`meta_sgd_learning_rates` (diagonal
+  :math:`\Sigma_0 / r`: Meta-SGD). Module :mod:`~kalmanjax.limits.meta_learning`.
+* optax bridges: :func:`gd_limit_transformation`,
+  :func:`natural_gradient_transformation`, :func:`frozen_filter_transformation`,
+  :func:`kalman_transformation`, :func:`precondition`. Module
+  :mod:`~kalmanjax.limits.optax_bridge`.
 
 Conventions: ``h(theta, inputs) -> (obs,)`` is the observation function, called
 per step on that step's slice of ``xs`` (observation under ``xs["obs"]``); the
 filters are static (:math:`F = I`), the state a flat vector.
 
-This subpackage needs ``optax`` (an optional dependency: ``pip install
-kalmanjax[test]`` or ``pip install optax``); ``import kalmanjax`` does not import
-it.
+This subpackage needs ``optax`` (an optional dependency, in the ``experiments``
+and ``test`` extras); ``import kalmanjax`` does not import it.
 """
 
 from ._paths import GapPath, loglog_slope

@@ -327,7 +327,10 @@ def kalman_transformation(
     linearises ``h`` at the predicted mean (``jax.jacfwd``), conditions with
     :func:`kalmanjax.update` and returns the move to the new posterior mean, so
     that ``optax.apply_updates`` lands on the filter's mean. The gradient is
-    ignored. Costs :math:`O(k^2)` memory for :math:`k` parameters.
+    ignored, and so are the values of ``params`` except to compute that move: the
+    belief lives in the state (chaining another transformation after this one
+    moves the parameters away from the filter's mean, and the filter does not
+    see it). Costs :math:`O(k^2)` memory for :math:`k` parameters.
 
     Args:
         h: ``h(params, inputs) -> (obs,)``.
