@@ -4,7 +4,9 @@ The layers: beliefs and models (:class:`Gaussian`, :class:`SqrtGaussian`,
 :class:`LinearDynamics`, :class:`LinearObservation`); the math layer
 (:func:`predict`, :func:`update`); filters as ``Filter(init, step)`` pairs
 (:func:`kalman_filter`, :func:`extended_kalman_filter`); and drivers (:func:`run`,
-:func:`log_marginal_likelihood`, :func:`rts_smoother`, :func:`kalman_smoother`).
+:func:`log_marginal_likelihood`, :func:`rts_smoother`, :func:`kalman_smoother`). The
+degenerate limits (gradient descent, natural gradient, meta-learning, optax bridges)
+live in :mod:`kalmanjax.limits`, which needs ``optax`` and is not imported here.
 """
 
 from ._base import (
