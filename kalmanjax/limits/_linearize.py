@@ -6,7 +6,7 @@ The limits are stated for a general (possibly nonlinear) observation
 expansion :math:`h(\theta) \approx h(m) + J (\theta - m)` turns one step into the
 linear-Gaussian :class:`~kalmanjax.LinearObservation` ``(H = J, d = h(m) - J m)``,
 which the core :func:`kalmanjax.update` then conditions on exactly; its innovation
-is :math:`y - h(m)`. (Kept private on purpose: the public EKF lives elsewhere.)
+is :math:`y - h(m)`. The Jacobian comes from :func:`kalmanjax.linearize`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..linearize import linearize
 from ..models import LinearObservation
 
 ObservationFn = Callable[[Any, Any], jax.Array]
@@ -58,15 +59,9 @@ def value_and_jacobian(
 ) -> tuple[jax.Array, jax.Array]:
     """``(h(theta, inputs), J)`` with ``J = dh/dtheta`` of shape ``(obs, state)``.
 
-    One forward-mode pass (``jax.jacfwd``, ``state`` JVPs) returns both.
+    One forward-mode pass (:func:`kalmanjax.linearize`, ``state`` JVPs).
     """
-
-    def both(th):
-        pred = evaluate(h, th, inputs, owner)
-        return pred, pred
-
-    jac, pred = jax.jacfwd(both, has_aux=True)(theta)
-    return pred, jac
+    return linearize(lambda th: evaluate(h, th, inputs, owner), theta)
 
 
 def linearized_observation(
