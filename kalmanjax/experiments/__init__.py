@@ -5,10 +5,15 @@ computation, no plotting) and ``plot(result, path)`` (matplotlib, imported lazil
 :data:`EXPERIMENTS` maps the names used by the command line to those modules.
 """
 
-from . import collapse, limits
+from . import collapse, limits, transformer_finetune, transformer_icl
 from ._result import Claim, ExperimentResult
 
 #: name -> module with ``run(quick)`` and ``plot(result, path)``
-EXPERIMENTS = {"collapse": collapse, "limits": limits}
+EXPERIMENTS = {
+    "collapse": collapse,
+    "limits": limits,
+    "transformer_icl": transformer_icl,
+    "transformer_finetune": transformer_finetune,
+}
 
 __all__ = ["EXPERIMENTS", "Claim", "ExperimentResult"]
