@@ -7,6 +7,7 @@ The layers: beliefs and models (:class:`Gaussian`, :class:`SqrtGaussian`,
 :func:`rts_smoother`, :func:`kalman_smoother`).
 """
 
+from . import diagnostics
 from ._base import (
     Belief,
     Filter,
@@ -39,6 +40,7 @@ __all__ = [
     "UpdateInfo",
     "__version__",
     "batch_map",
+    "diagnostics",
     "batch_mesh",
     "get_obs",
     "kalman_filter",
