@@ -27,6 +27,7 @@ apart:
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -37,6 +38,7 @@ from jaxtyping import Array, Float, Int
 
 from ._base import Gaussian, SqrtGaussian, UpdateInfo
 from ._linalg import mT, symmetrize
+from .parallel import _LAPACK_SPLIT_FLOPS
 
 __all__ = [
     "Calibration",
@@ -76,6 +78,30 @@ def _cov(x: Any, name: str, owner: str) -> Array:
             f"state), got shape {c.shape}"
         )
     return c
+
+
+def _per_matrix(fn, *arrays: Array) -> Any:
+    """Apply ``fn`` (written for one matrix) over the leading axes of ``arrays``.
+
+    The first array sets the batch shape (all axes but its last two). On CPU a
+    large batch goes through ``lax.map`` in chunks: jaxlib's CPU LAPACK kernels
+    split a big batched call across XLA's thread pool and block a pool thread
+    until it finishes, and two such calls at once deadlock a 2-thread pool (see
+    :mod:`kalmanjax.parallel`). Elsewhere (and for small batches) it is a
+    ``vmap``. Under a user's ``vmap`` the chunks grow by the outer batch size, so
+    on CPU map over tasks with ``lax.map`` rather than ``vmap``.
+    """
+    batch = arrays[0].shape[:-2]
+    n = arrays[0].shape[-1]
+    size = math.prod(batch)
+    flat = [a.reshape((size,) + a.shape[len(batch) :]) for a in arrays]
+    # ~10 n^3 flops per matrix (an eigendecomposition) against the split threshold
+    chunk = max(1, _LAPACK_SPLIT_FLOPS // (10 * n**3 + 1) - 1)
+    if jax.default_backend() != "cpu" or size <= chunk:
+        out = jax.vmap(fn)(*flat)
+    else:
+        out = lax.map(lambda xs: fn(*xs), tuple(flat), batch_size=chunk)
+    return jax.tree_util.tree_map(lambda o: o.reshape(batch + o.shape[1:]), out)
 
 
 # ------------------------------------------------------------- covariance collapse
@@ -129,7 +155,8 @@ def covariance_logdet(beliefs: Any) -> Float[Array, "*batch"]:
     if isinstance(beliefs, SqrtGaussian):
         chol = beliefs.chol
     else:
-        chol = jnp.linalg.cholesky(_cov(beliefs, "beliefs", "covariance_logdet"))
+        c = _cov(beliefs, "beliefs", "covariance_logdet")
+        chol = _per_matrix(jnp.linalg.cholesky, c)
     diag = jnp.abs(jnp.diagonal(chol, axis1=-2, axis2=-1))
     return 2.0 * jnp.sum(jnp.log(diag), axis=-1)
 
@@ -156,10 +183,10 @@ def covariance_eigenvalues(beliefs: Any) -> Float[Array, "*batch state"]:
         [1.0, 3.0]
     """
     if isinstance(beliefs, SqrtGaussian):
-        s = jnp.linalg.svd(beliefs.chol, compute_uv=False)
+        s = _per_matrix(lambda L: jnp.linalg.svd(L, compute_uv=False), beliefs.chol)
         return jnp.flip(s * s, axis=-1)
     c = _cov(beliefs, "beliefs", "covariance_eigenvalues")
-    return jnp.linalg.eigvalsh(symmetrize(c))
+    return _per_matrix(lambda a: jnp.linalg.eigvalsh(symmetrize(a)), c)
 
 
 # --------------------------------------------------------------------- information
@@ -336,9 +363,12 @@ def token_information_matrices(
             f"({T}, {m}, {m}) for H_seq of shape {H_seq.shape}, got {R.shape}"
         )
     R = jnp.broadcast_to(R, (T, m, m))
-    chol = jnp.linalg.cholesky(R)
-    W = jax.vmap(lambda c, h: solve_triangular(c, h, lower=True))(chol, H_seq)
-    return mT(W) @ W
+
+    def one(r, h):
+        w = solve_triangular(jnp.linalg.cholesky(r), h, lower=True)
+        return mT(w) @ w
+
+    return _per_matrix(one, R, H_seq)
 
 
 # -------------------------------------------------------------------- observability
@@ -435,10 +465,15 @@ def gramian_covariance_bound(
     eye = jnp.eye(prior_cov.shape[-1], dtype=prior_cov.dtype)
     prior_prec = jnp.linalg.solve(prior_cov, eye)
     gramian = jnp.asarray(gramian)
-    prec = symmetrize(jnp.broadcast_to(prior_prec, gramian.shape) + gramian)
-    chol = jnp.linalg.cholesky(prec)
-    inv_chol = solve_triangular(chol, jnp.broadcast_to(eye, prec.shape), lower=True)
-    return mT(inv_chol) @ inv_chol
+
+    def one(g):
+        chol = jnp.linalg.cholesky(symmetrize(prior_prec + g))
+        inv_chol = solve_triangular(chol, eye, lower=True)
+        return mT(inv_chol) @ inv_chol
+
+    if gramian.ndim == 2:
+        return one(gramian)
+    return _per_matrix(one, gramian)
 
 
 def windowed_covariance_bound(
@@ -507,9 +542,13 @@ def windowed_covariance_bound(
         shift = window - j
         B = jnp.concatenate([jnp.zeros((shift, n, n), J.dtype), B[: T - shift]], 0)
         noise = noise + B @ Q @ B
-    eye = jnp.broadcast_to(jnp.eye(n, dtype=J.dtype), G.shape)
-    Ginv = jnp.linalg.solve(G, eye)
-    return symmetrize(Ginv + Ginv @ noise @ Ginv)
+    eye = jnp.eye(n, dtype=J.dtype)
+
+    def one(g, c):
+        g_inv = jnp.linalg.solve(g, eye)
+        return symmetrize(g_inv + g_inv @ c @ g_inv)
+
+    return _per_matrix(one, G, noise)
 
 
 # ---------------------------------------------------------------- contraction fits
@@ -711,7 +750,9 @@ def riccati_distance(cov_a: Any, cov_b: Any) -> Float[Array, "*batch"]:
         lam = jnp.linalg.eigvalsh(symmetrize(m))
         return jnp.sqrt(jnp.sum(jnp.log(lam) ** 2))
 
-    return jnp.vectorize(one, signature="(n,n),(n,n)->()")(a, b)
+    if a.ndim == 2:
+        return one(a, b)
+    return _per_matrix(one, a, b)
 
 
 # ---------------------------------------------------------------------- calibration

@@ -5,10 +5,14 @@ computation, no plotting) and ``plot(result, path)`` (matplotlib, imported lazil
 :data:`EXPERIMENTS` maps the names used by the command line to those modules.
 """
 
-from . import collapse
+from . import collapse, observability, precedes
 from ._result import Claim, ExperimentResult
 
 #: name -> module with ``run(quick)`` and ``plot(result, path)``
-EXPERIMENTS = {"collapse": collapse}
+EXPERIMENTS = {
+    "collapse": collapse,
+    "precedes": precedes,
+    "observability": observability,
+}
 
 __all__ = ["EXPERIMENTS", "Claim", "ExperimentResult"]
