@@ -5,7 +5,14 @@ computation, no plotting) and ``plot(result, path)`` (matplotlib, imported lazil
 :data:`EXPERIMENTS` maps the names used by the command line to those modules.
 """
 
-from . import collapse, observability, precedes
+from . import (
+    calibration,
+    collapse,
+    contraction,
+    informativeness,
+    observability,
+    precedes,
+)
 from ._result import Claim, ExperimentResult
 
 #: name -> module with ``run(quick)`` and ``plot(result, path)``
@@ -13,6 +20,9 @@ EXPERIMENTS = {
     "collapse": collapse,
     "precedes": precedes,
     "observability": observability,
+    "contraction": contraction,
+    "calibration": calibration,
+    "informativeness": informativeness,
 }
 
 __all__ = ["EXPERIMENTS", "Claim", "ExperimentResult"]
