@@ -142,8 +142,8 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
     z_correct = [z("correct", t) for t in checkpoints]
     claims = [
         Claim(
-            claim="Correct model: E|theta* - m_t|^2 = E tr Sigma_t (ratio within 4 "
-            "standard errors of 1 at t = d, 4d, T)",
+            claim="Correct model: E norm(theta* - m_t)^2 = E tr Sigma_t (ratio "
+            "within 4 standard errors of 1 at t = d, 4d, T)",
             verdict="holds" if max(abs(v) for v in z_correct) < 4 else "fails",
             measured={
                 **{f"ratio_t{t}": at("correct", t)[0] for t in checkpoints},

@@ -58,7 +58,7 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
     tau2 = 1.0
     k_pool, k_perm, k_stream = jax.random.split(jax.random.key(seed), 3)
     scales = jnp.logspace(-1.0, 1.0, dim)  # per-coordinate input variances
-    pools = jnp.sqrt(scales) * jax.random.normal(k_pool, (P, n, dim))
+    pools = jnp.sqrt(scales)[None, None, :] * jax.random.normal(k_pool, (P, n, dim))
     perms = jax.vmap(lambda k: jax.random.permutation(k, n))(
         jax.random.split(k_perm, P * K)
     ).reshape(P, K, n)
@@ -95,7 +95,9 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
     # duplicates vs fresh tokens along one random stream per pool
     L = 16 * dim
     positions = np.array(sorted({1, max(1, dim // 2), dim, 4 * dim, 16 * dim - 1}))
-    stream = jnp.sqrt(scales) * jax.random.normal(k_stream, (P, L + 1, dim))
+    stream = jnp.sqrt(scales)[None, None, :] * jax.random.normal(
+        k_stream, (P, L + 1, dim)
+    )
 
     @jax.jit
     @jax.vmap

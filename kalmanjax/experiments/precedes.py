@@ -134,14 +134,14 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
     elif leads and lags and max(leads) < min(lags):
         verdict = (
             f"holds only when the task is close to the prior mean "
-            f"(|m_0 - theta*|^2 <= {max(leads) ** 2:g} tr Sigma_0 in most tasks); "
+            f"(norm(m_0 - theta*)^2 <= {max(leads) ** 2:g} tr Sigma_0 in most tasks); "
             "over tasks from the prior t_Sigma and t_mu tie on average"
         )
     else:
         verdict = "fails"
     claims = [
         Claim(
-            claim="E[m_t - theta* | X] = Sigma_t Sigma_0^-1 (m_0 - theta*) "
+            claim="E[m_t - theta* given X] = Sigma_t Sigma_0^-1 (m_0 - theta*) "
             "(linear, Q = 0; exact on noise-free prompts)",
             verdict="holds" if identity_err < 1e-3 else "fails",
             measured=dict(max_relative_gap=identity_err, tasks_checked=n_id),
@@ -149,8 +149,8 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
         ),
         Claim(
             claim="Collapse precedes mean convergence: t_Sigma(eps) <= t_mu(eps) "
-            "(tr Sigma_t <= eps tr Sigma_0 vs |m_t - theta*|^2 <= eps |m_0 - "
-            "theta*|^2), per task",
+            "(tr Sigma_t <= eps tr Sigma_0 vs norm(m_t - theta*)^2 <= eps norm(m_0 - "
+            "theta*)^2), per task",
             verdict=verdict,
             measured=dict(
                 **{
@@ -168,8 +168,8 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
             settings=settings,
         ),
         Claim(
-            claim="Why they tie over tasks from the prior: E|m_t - theta*|^2 = E tr "
-            "Sigma_t (|ratio - 1| within 4 standard errors at t = d, 4d, T)",
+            claim="Why they tie over tasks from the prior: E norm(m_t - theta*)^2 = "
+            "E tr Sigma_t (ratio within 4 standard errors of 1 at t = d, 4d, T)",
             verdict="holds" if np.max(z_check) < 4 else "fails",
             measured=dict(
                 max_abs_z_at_checkpoints=float(np.max(z_check)),
