@@ -1,4 +1,4 @@
-"""The theory experiments (items 2, 3, 4, 5, 8) in smoke mode: data, plots, verdicts."""
+"""The theory experiments (items 2-5, 7, 8) in smoke mode: data, plots, verdicts."""
 
 import jax
 import jax.numpy as jnp
@@ -10,13 +10,14 @@ from kalmanjax.experiments import (
     EXPERIMENTS,
     calibration,
     contraction,
+    finetune,
     informativeness,
     observability,
     precedes,
 )
 from tests.reference import ridge
 
-MODULES = [precedes, observability, contraction, calibration, informativeness]
+MODULES = [precedes, observability, contraction, calibration, informativeness, finetune]
 assert MODULES
 
 
@@ -65,6 +66,8 @@ def test_expected_verdicts_at_smoke_size(result):
     elif module is informativeness:
         assert v[0] == "holds"
         assert v[1].startswith("holds only when")
+    elif module is finetune:
+        assert v == ["holds"] * 2
 
 
 def test_precedes_identity_against_ridge(x64):
@@ -98,3 +101,27 @@ def test_private_ekf_on_a_nearly_linear_model_is_the_kalman_filter(x64):
     S = float(J @ J) + r
     np.testing.assert_allclose(ekf1.mean[0], J * float(y[0]) / S, rtol=1e-10)
     assert jax.tree_util.tree_leaves(ekf1)[0].dtype == jnp.float64
+
+
+def test_finetune_sgd_is_the_numpy_lms_recursion(x64):
+    # one optax.sgd step per token on 1/2 (y - x.theta)^2 is the LMS update
+    optax = pytest.importorskip("optax")
+    rng = np.random.default_rng(5)
+    d, T = 3, 9
+    X = rng.normal(size=(T, d))
+    theta = rng.normal(size=d)
+    y = X @ theta + 0.1 * rng.normal(size=T)
+    rates = np.array([0.05, 0.2])
+    got = finetune._optimiser_errors(
+        optax.sgd,
+        jnp.asarray(rates),
+        jnp.asarray(X)[None],
+        jnp.asarray(y)[None],
+        jnp.asarray(theta)[None],
+    )
+    for i, eta in enumerate(rates):
+        w, errs = np.zeros(d), []
+        for xt, yt in zip(X, y, strict=True):
+            w = w + eta * (yt - xt @ w) * xt
+            errs.append(np.sum((w - theta) ** 2))
+        np.testing.assert_allclose(got[i, 0], errs, rtol=1e-10)

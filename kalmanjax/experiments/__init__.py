@@ -9,6 +9,7 @@ from . import (
     calibration,
     collapse,
     contraction,
+    finetune,
     informativeness,
     observability,
     precedes,
@@ -23,6 +24,7 @@ EXPERIMENTS = {
     "contraction": contraction,
     "calibration": calibration,
     "informativeness": informativeness,
+    "finetune": finetune,
 }
 
 __all__ = ["EXPERIMENTS", "Claim", "ExperimentResult"]

@@ -44,7 +44,7 @@ EKF_TOLERANCE = 0.1
 def _settings(quick: bool) -> dict:
     if quick:
         return dict(dim=4, num_tokens=64, num_tasks=512, noise_var=0.01)
-    return dict(dim=8, num_tokens=256, num_tasks=4096, noise_var=0.01)
+    return dict(dim=8, num_tokens=256, num_tasks=2048, noise_var=0.01)
 
 
 def _ekf_run(prior, x_task, y_task, beta, r):
