@@ -244,10 +244,11 @@ def plot(result: ExperimentResult, path: Path) -> None:
     ax.legend(fontsize=7)
     ax = axes[1]
     show = min(len(t), 8 * d["dim"])
+    excess = d["trace_q"][:show] - d["floor"]  # below the floor: noise, not shown
     ax.semilogy(t[:show], d["volume"][:show], label=r"det $\Sigma_t$ / det $\Sigma_0$")
     ax.semilogy(
         t[:show],
-        d["trace_q"][:show] - d["floor"],
+        np.where(excess > 0, excess, np.nan),
         label=r"tr $\Sigma_t$ - floor, Q > 0",
     )
     ax.axvline(d["dim"], color="grey", lw=0.8, ls=":")

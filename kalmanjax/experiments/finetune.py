@@ -146,7 +146,12 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
         all(as_num(t_filter) <= as_num(summary[k]["best_t"]) for k in summary)
         and t_filter is not None
     )
-    settings = dict(s, eps=EPS, seed=seed, rates={k: list(v) for k, v in rates.items()})
+    settings = dict(
+        s,
+        eps=EPS,
+        seed=seed,
+        rates={k: [round(float(r), 4) for r in v] for k, v in rates.items()},
+    )
     claims = [
         Claim(
             claim="Filtering beats fine-tuning: on identical token streams the "
