@@ -3,7 +3,10 @@ r"""Theory instruments: covariance collapse, information, observability, contrac
 Pure functions of stacked beliefs (a leading time axis, as returned in
 ``kalmanjax.run(...).states``), stacked :class:`~kalmanjax.UpdateInfo` and
 sequences of observation matrices (token Jacobians). All of them work under
-``jax.jit`` and ``jax.vmap``; shapes and the math are in each docstring.
+``jax.jit`` and ``jax.vmap``; shapes and the math are in each docstring. On CPU,
+large batches of small matrices are factorised in chunks (``lax.map``) to avoid a
+jaxlib thread-pool deadlock; when mapping a diagnostic over many tasks on CPU, use
+``jax.lax.map`` over the tasks rather than ``jax.vmap`` (see the experiments).
 
 Notation: :math:`\Sigma_t` is the filtered covariance after token :math:`t`,
 :math:`\Sigma_0` the prior's, :math:`H_t` the observation matrix (token
