@@ -9,6 +9,7 @@ degenerate limits (gradient descent, natural gradient, meta-learning, optax brid
 live in :mod:`kalmanjax.limits`, which needs ``optax`` and is not imported here.
 """
 
+from . import diagnostics
 from ._base import (
     Belief,
     Filter,
@@ -53,6 +54,7 @@ __all__ = [
     "UpdateInfo",
     "__version__",
     "batch_map",
+    "diagnostics",
     "batch_mesh",
     "categorical_update",
     "ekf_predict",

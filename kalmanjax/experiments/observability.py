@@ -1,0 +1,242 @@
+r"""Observability: the window Gramian bounds the covariance (theory.md, item 3).
+
+In-context regression tokens :math:`H_t = x_t^\top` with :math:`F = I` and either
+:math:`Q = 0` (a fixed task) or :math:`Q = qI` (a drifting task). With the window
+Gramian :math:`G_{t,N} = \sum_{s=t-N+1}^{t} x_s x_s^\top / r \succeq \alpha I`
+(uniform observability over :math:`N` tokens):
+
+* :math:`Q = 0`: :math:`\Sigma_t \preceq (\Sigma_0^{-1} + G_{t,N})^{-1}`
+  (:func:`kalmanjax.diagnostics.gramian_covariance_bound`);
+* :math:`Q \succ 0`: :math:`\Sigma_t \preceq G^{-1} + G^{-1}(\sum_j B_j Q B_j)
+  G^{-1}` (:func:`kalmanjax.diagnostics.windowed_covariance_bound`), and from
+  below :math:`\Sigma_t \succeq (\Sigma_0^{-1} + G_t)^{-1}`;
+* a direction no token excites (:math:`\alpha = 0`) keeps its prior variance
+  :math:`\tau^2` when :math:`Q = 0` and grows as :math:`\tau^2 + t q` when
+  :math:`Q = qI`.
+
+Everything runs in float64 (a scoped ``jax.enable_x64``) so that the Loewner-order
+checks are not float32 rounding tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import Gaussian, LinearDynamics, LinearObservation, kalman_filter
+from .. import diagnostics as kd
+from .. import run as run_filter
+from ._plot import pyplot
+from ._result import Claim, ExperimentResult
+
+NAME = "observability"
+
+
+def _settings(quick: bool) -> dict:
+    if quick:
+        return dict(
+            dim=4, num_tokens=64, num_tasks=8, window=8, noise_var=0.1,
+            prior_var=1.0, process_var=1e-3,
+        )  # fmt: skip
+    return dict(
+        dim=8, num_tokens=1024, num_tasks=64, window=16, noise_var=0.1,
+        prior_var=1.0, process_var=1e-3,
+    )  # fmt: skip
+
+
+def _filter(dim, r, q):
+    dynamics = LinearDynamics(F=jnp.eye(dim), Q=q * jnp.eye(dim))
+    noise = r * jnp.eye(1)
+
+    def observation(inputs):
+        return LinearObservation(H=inputs["x"][None, :], R=noise)
+
+    return kalman_filter(dynamics, observation)
+
+
+def _loewner_excess(a, b):
+    """Return max eig(a - b) / max eig(b): <= 0 (to rounding) when a <= b."""
+    top = kd.covariance_eigenvalues(a - b)[..., -1]
+    return top / kd.covariance_eigenvalues(b)[..., -1]
+
+
+def _compute(s: dict, seed: int) -> dict:
+    dim, T, n, N = s["dim"], s["num_tokens"], s["num_tasks"], s["window"]
+    r, tau2, q = s["noise_var"], s["prior_var"], s["process_var"]
+    k_x, k_y = jax.random.split(jax.random.key(seed))
+    x = jax.random.normal(k_x, (n, T, dim))
+    # the filter's covariances do not depend on y; any data will do
+    y = jax.random.normal(k_y, (n, T))
+    prior = Gaussian(mean=jnp.zeros(dim), cov=tau2 * jnp.eye(dim))
+    R = r * jnp.eye(1)
+    Q = q * jnp.eye(dim)
+    filters = {"q0": _filter(dim, r, 0.0), "q": _filter(dim, r, q)}
+    # the never-excited direction: the last coordinate of every token is zero
+    mask = jnp.ones(dim).at[-1].set(0.0)
+
+    # lax.map, not vmap, over tasks: see kalmanjax.diagnostics._per_matrix
+    @jax.jit
+    def per_task(x, y):
+        return jax.lax.map(lambda xy: one_task(*xy), (x, y))
+
+    def one_task(x_task, y_task):
+        H = x_task[:, None, :]
+        xs = {"obs": y_task[:, None], "x": x_task}
+        covs = {k: run_filter(f, prior, xs).states.cov for k, f in filters.items()}
+        G_win = kd.observability_gramian(H, R, N)
+        G_cum = kd.observability_gramian(H, R)
+        upper_q0 = kd.gramian_covariance_bound(prior.cov, G_win)
+        upper_q = kd.windowed_covariance_bound(H, R, Q, N)
+        lower_q = kd.gramian_covariance_bound(prior.cov, G_cum)
+        xs_un = {"obs": y_task[:, None], "x": x_task * mask[None, :]}
+        un = {k: run_filter(f, prior, xs_un).states.cov for k, f in filters.items()}
+        G_un = kd.observability_gramian(H * mask[None, None, :], R, N)
+        return dict(
+            alpha=kd.covariance_eigenvalues(G_win)[:, 0],
+            alpha_unexcited=kd.covariance_eigenvalues(G_un)[:, 0],
+            trace_q0=kd.covariance_trace(covs["q0"]),
+            trace_q=kd.covariance_trace(covs["q"]),
+            bound_q0=kd.covariance_trace(upper_q0),
+            bound_q=kd.covariance_trace(upper_q),
+            lower_q=kd.covariance_trace(lower_q),
+            excess_q0=_loewner_excess(covs["q0"], upper_q0),
+            excess_q=_loewner_excess(covs["q"], upper_q),
+            excess_lower=_loewner_excess(lower_q, covs["q"]),
+            unexcited_q0=un["q0"][:, -1, -1],
+            unexcited_q=un["q"][:, -1, -1],
+            excited_q0=un["q0"][:, 0, 0],
+        )
+
+    return jax.tree_util.tree_map(np.asarray, per_task(x, y))
+
+
+def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
+    """Run the experiment; return the bounds, the Gramian and the claims."""
+    s = _settings(quick)
+    with jax.enable_x64(True):
+        res = _compute(s, seed)
+    dim, T, N = s["dim"], s["num_tokens"], s["window"]
+    tau2, q = s["prior_var"], s["process_var"]
+    t = np.arange(1, T + 1)
+    full = slice(N - 1, None)  # windows that hold N tokens
+    alpha = float(res["alpha"][:, full].min())
+    tol = 1e-9  # float64 rounding of the eigenvalue checks
+    excess_q0 = float(res["excess_q0"].max())
+    excess_q = float(res["excess_q"][:, full].max())
+    excess_lower = float(res["excess_lower"].max())
+    tight_q0 = float(np.median(res["trace_q0"][:, full] / res["bound_q0"][:, full]))
+    tight_q = float(np.median(res["trace_q"][:, full] / res["bound_q"][:, full]))
+    keep_err = float(np.max(np.abs(res["unexcited_q0"] / tau2 - 1)))
+    grow_err = float(np.max(np.abs(res["unexcited_q"] / (tau2 + t * q) - 1)))
+    settings = dict(s, seed=seed, dtype="float64")
+    claims = [
+        Claim(
+            claim="With the window Gramian G_{t,N} >= alpha I (alpha > 0) and Q = 0, "
+            "Sigma_t <= (Sigma_0^-1 + G_{t,N})^-1 in the Loewner order",
+            verdict="holds" if alpha > 0 and excess_q0 <= tol else "fails",
+            measured=dict(
+                alpha=alpha,
+                max_relative_excess=excess_q0,
+                median_trace_over_bound=tight_q0,
+            ),
+            settings=settings,
+        ),
+        Claim(
+            claim="With Q = qI > 0 the covariance stays bounded: (Sigma_0^-1 + G_t)^-1 "
+            "<= Sigma_t <= G^-1 + G^-1 (sum_j B_j Q B_j) G^-1 for t >= N",
+            verdict="holds"
+            if alpha > 0 and excess_q <= tol and excess_lower <= tol
+            else "fails",
+            measured=dict(
+                alpha=alpha,
+                max_relative_excess_upper=excess_q,
+                max_relative_excess_lower=excess_lower,
+                median_trace_over_bound=tight_q,
+                trace_at_end=float(res["trace_q"][:, -1].mean()),
+            ),
+            settings=settings,
+        ),
+        Claim(
+            claim="A direction no token excites (alpha = 0) keeps its prior "
+            "variance tau^2 when Q = 0 and grows as tau^2 + t q when Q = qI",
+            verdict="holds"
+            if keep_err < 1e-9
+            and grow_err < 1e-9
+            and float(res["alpha_unexcited"].max()) <= 1e-9
+            else "fails",
+            measured=dict(
+                max_relative_error_q0=keep_err,
+                max_relative_error_q=grow_err,
+                variance_at_end_q=float(res["unexcited_q"][:, -1].mean()),
+                excited_variance_at_end_q0=float(res["excited_q0"][:, -1].mean()),
+            ),
+            settings=settings,
+        ),
+    ]
+    data = dict(
+        t=t,
+        window=N,
+        dim=dim,
+        prior_var=tau2,
+        process_var=q,
+        **{
+            k: res[k].mean(0)
+            for k in (
+                "trace_q0",
+                "trace_q",
+                "bound_q0",
+                "bound_q",
+                "lower_q",
+                "unexcited_q0",
+                "unexcited_q",
+                "excited_q0",
+            )
+        },
+        alpha_mean=res["alpha"].mean(0),
+        alpha_min=res["alpha"].min(0),
+    )
+    return ExperimentResult(name=NAME, data=data, claims=claims)
+
+
+def plot(result: ExperimentResult, path: Path) -> None:
+    """Three panels: covariance vs its bounds, the Gramian's alpha, unexcited."""
+    plt = pyplot()
+    d = result.data
+    t, N = d["t"], d["window"]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    ax = axes[0]
+    full = t >= N
+    ax.loglog(t, d["trace_q0"], label=r"tr $\Sigma_t$, Q = 0")
+    ax.loglog(t[full], d["bound_q0"][full], "--", label="window bound, Q = 0")
+    ax.loglog(t, d["trace_q"], label=r"tr $\Sigma_t$, Q = qI")
+    ax.loglog(t[full], d["bound_q"][full], "--", label="window bound, Q = qI")
+    ax.loglog(t, d["lower_q"], ":", color="grey", label="lower bound (Q = 0 posterior)")
+    ax.set_xlabel("token t")
+    ax.set_title(f"covariance under its window-{N} bounds (mean over tasks)")
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    ax.semilogx(t, d["alpha_mean"], label="mean over tasks")
+    ax.semilogx(t, d["alpha_min"], label="min over tasks")
+    ax.axvline(N, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("token t")
+    ax.set_title(r"$\alpha_t = \lambda_{\min}(G_{t,N})$")
+    ax.legend(fontsize=7)
+    ax = axes[2]
+    ax.semilogx(t, d["unexcited_q0"], label="never excited, Q = 0")
+    ax.semilogx(t, d["unexcited_q"], label="never excited, Q = qI")
+    ax.semilogx(
+        t, d["prior_var"] + t * d["process_var"], "k--", lw=1, label=r"$\tau^2 + tq$"
+    )
+    ax.semilogx(t, d["excited_q0"], label="an excited direction, Q = 0")
+    ax.set_xlabel("token t")
+    ax.set_title("variance of one direction")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+run = run_experiment
