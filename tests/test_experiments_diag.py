@@ -80,7 +80,7 @@ def test_precedes_identity_against_ridge(x64):
     np.testing.assert_allclose(means - theta, -covs @ theta, rtol=1e-9, atol=1e-12)
 
 
-def test_private_ekf_on_a_nearly_linear_model_is_the_kalman_filter(x64):
+def test_calibration_ekf_on_a_nearly_linear_model_is_the_kalman_filter(x64):
     # tanh(beta z) / beta -> z as beta -> 0: the EKF must reduce to the linear KF
     rng = np.random.default_rng(4)
     d, T, r = 3, 12, 0.05

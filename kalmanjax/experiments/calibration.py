@@ -14,8 +14,7 @@ error) is 1 when the model is right. This experiment reports it for
   :math:`y_t = \tanh(\beta\,x_t^\top\theta)/\beta + v_t` (:math:`\beta \to 0` is
   linear), for a range of nonlinearity strengths :math:`\beta`.
 
-The EKF here is a private one (``jax.jacfwd`` for the Jacobian and
-:func:`kalmanjax.update` on the model linearised at the predicted mean).
+The EKF is :func:`kalmanjax.extended_kalman_filter` (``jax.jacfwd`` Jacobians).
 """
 
 from __future__ import annotations
@@ -26,7 +25,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import Gaussian, LinearObservation, update
+from .. import (
+    Gaussian,
+    LinearDynamics,
+    NonlinearObservation,
+    extended_kalman_filter,
+)
 from .. import diagnostics as kd
 from .. import run as run_filter
 from ._plot import pyplot
@@ -48,23 +52,16 @@ def _settings(quick: bool) -> dict:
 
 
 def _ekf_run(prior, x_task, y_task, beta, r):
-    """EKF over one prompt (Q = 0, F = I): linearise h at the mean, then update."""
-    noise = r * jnp.eye(1, dtype=x_task.dtype)
-
-    def step(belief, inputs):
-        x, y = inputs
-
-        def h(theta):
-            return jnp.tanh(beta * (x @ theta))[None] / beta
-
-        m = belief.mean
-        J = jax.jacfwd(h)(m)  # (1, d), the token Jacobian at the predicted mean
-        model = LinearObservation(H=J, R=noise, d=h(m) - J @ m)
-        belief, _ = update(belief, y[None], model)
-        return belief, belief
-
-    _, states = jax.lax.scan(step, prior, (x_task, y_task))
-    return states
+    """The EKF over one prompt (Q = 0, F = I): filtered beliefs, shape ``(T, ...)``."""
+    d, dtype = x_task.shape[-1], x_task.dtype
+    filt = extended_kalman_filter(
+        LinearDynamics(F=jnp.eye(d, dtype=dtype), Q=jnp.zeros((d, d), dtype)),
+        NonlinearObservation(
+            fn=lambda theta, u: jnp.tanh(beta * (u["x"] @ theta))[None] / beta,
+            R=r * jnp.eye(1, dtype=dtype),
+        ),
+    )
+    return run_filter(filt, prior, {"obs": y_task[:, None], "x": x_task}).states
 
 
 def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:

@@ -28,6 +28,7 @@ import numpy as np
 
 from .. import Gaussian, LinearDynamics, LinearObservation, kalman_filter
 from .. import run as run_filter
+from ._plot import pyplot
 from ._result import Claim, ExperimentResult
 
 NAME = "collapse"
@@ -164,11 +165,7 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
 
 def plot(result: ExperimentResult, path: Path) -> None:
     """Three panels: tr / log det per token, eigenvalue spectrum, MSE vs trace."""
-    import matplotlib
-
-    if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "png"):
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     d = result.data
     t = d["t"]

@@ -34,6 +34,7 @@ import numpy as np
 from .. import Gaussian
 from .. import limits as kl
 from .. import run as run_filter
+from ._plot import pyplot
 from ._result import Claim, ExperimentResult
 
 NAME = "limits"
@@ -367,11 +368,7 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
 
 def plot(result: ExperimentResult, path: Path) -> None:
     """Five panels: the gap paths (log-log), the singular spectrum, meta-learning."""
-    import matplotlib
-
-    if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "png"):
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     d = result.data
     fig, axes = plt.subplots(1, 5, figsize=(20, 3.8))

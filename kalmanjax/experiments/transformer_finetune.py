@@ -36,6 +36,7 @@ import numpy as np
 from .. import Gaussian, LinearDynamics, NonlinearObservation, extended_kalman_filter
 from .. import run as run_filter
 from . import _transformer as T
+from ._plot import pyplot
 from ._result import Claim, ExperimentResult
 
 NAME = "transformer_finetune"
@@ -309,11 +310,7 @@ def _within_verdict(ratio, best_within) -> str:
 
 def plot(result: ExperimentResult, path: Path) -> None:
     """Held-out gap closed vs tokens, covariance collapse, within-prompt errors."""
-    import matplotlib
-
-    if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "png"):
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     d = result.data
     a = d["across"]

@@ -29,6 +29,7 @@ from .. import Gaussian, LinearDynamics, LinearObservation, kalman_filter
 from .. import run as run_filter
 from ..nn.icl import encode, evaluate
 from . import _transformer as T
+from ._plot import pyplot
 from ._result import Claim, ExperimentResult
 
 NAME = "transformer_icl"
@@ -196,11 +197,7 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
 
 def plot(result: ExperimentResult, path: Path) -> None:
     """Error per position (model vs Bayes), the ratio, and probe R^2 per layer."""
-    import matplotlib
-
-    if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "png"):
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     d = result.data
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
