@@ -35,9 +35,12 @@ def test_icl_comparison_fields(results, tmp_path):
     for key in ("ratio", "ratio_se", "model_mse", "bayes_mse", "correlation"):
         assert d[key].shape == (n,)
     assert np.all(d["ratio_se"] > 0) and np.all(np.isfinite(d["ratio"]))
-    layers = len(d["r2_mean"])
-    for key in ("r2_logdet", "r2_trace", "r2_logdet_within", "r2_trace_within"):
-        assert d[key].shape == (layers,)
+    layers = len(d["r2_mean_x"])
+    for token in ("x", "y"):
+        for key in ("r2_mean", "r2_logdet", "r2_trace"):
+            assert d[f"{key}_{token}"].shape == (layers,)
+        for key in ("r2_logdet", "r2_trace"):
+            assert d[f"{key}_{token}_within"].shape == (layers,)
     transformer_icl.plot(res, tmp_path / "a.png")
     assert (tmp_path / "a.png").stat().st_size > 10_000
 

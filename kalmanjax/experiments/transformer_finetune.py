@@ -43,7 +43,7 @@ NAME = "transformer_finetune"
 
 #: learning-rate multipliers (SGD: c * s^2 * n / 2; Adam: c * s)
 SGD_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
-ADAM_GRID = (0.003, 0.01, 0.03, 0.1, 0.3)
+ADAM_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 
 def _settings(quick: bool) -> dict:

@@ -8,13 +8,14 @@ this experiment compares it with the exact Bayesian filter over the task vector
 * per position, the network's squared error over the Bayes predictor's, and the
   correlation of their predictions;
 * linear probes (ridge, fitted on half the prompts, scored by :math:`R^2` on the
-  other half) from the residual stream at each layer, read at the token of
-  :math:`x_i`, to the filter's belief *before* :math:`y_i`: its mean
-  :math:`m_{i-1}` (``d`` numbers) and its uncertainty :math:`\log\det\Sigma_{i-1}`
-  and :math:`\operatorname{tr}\Sigma_{i-1}`. The uncertainty is mostly a function
-  of the position, which the network knows trivially, so its probe is also scored
-  *within* positions (targets and features centred per position): does the network
-  carry the prompt-specific part of the covariance?
+  other half) from the residual stream at each layer to the filter's belief: read
+  at the token of :math:`x_i` for the belief before :math:`y_i`, and at the token
+  of :math:`y_i` for the belief after it; its mean (``d`` numbers) and its
+  uncertainty :math:`\log\det\Sigma` and :math:`\operatorname{tr}\Sigma`. The
+  uncertainty is mostly a function of the position, which the network knows
+  trivially, so its probe is also scored *within* positions (targets and features
+  centred per position): does the network carry the prompt-specific part of the
+  covariance?
 """
 
 from __future__ import annotations
@@ -42,7 +43,13 @@ def _settings(quick: bool) -> dict:
 
 
 def _filter_beliefs(config, x, y):
-    """Means ``(n, d)``, log det and trace ``(n,)`` of the belief before each pair."""
+    """The filter's beliefs before and after each pair.
+
+    Returns:
+        ``{"x": (means (n, d), logdet (n,), trace (n,)), "y": (...)}``: at the token
+        of :math:`x_i` the belief before :math:`y_i`, at the token of :math:`y_i`
+        the belief after it.
+    """
     d = config.dim
     filt = kalman_filter(
         LinearDynamics(F=jnp.eye(d), Q=jnp.zeros((d, d))),
@@ -52,9 +59,15 @@ def _filter_beliefs(config, x, y):
     )
     prior = Gaussian(jnp.zeros(d), config.prior_var * jnp.eye(d))
     out = run_filter(filt, prior, {"obs": y[:, None], "x": x})
-    means = jnp.concatenate([prior.mean[None], out.states.mean[:-1]])
-    covs = jnp.concatenate([prior.cov[None], out.states.cov[:-1]])
-    return means, jnp.linalg.slogdet(covs)[1], jnp.trace(covs, axis1=1, axis2=2)
+
+    def summary(means, covs):
+        return means, jnp.linalg.slogdet(covs)[1], jnp.trace(covs, axis1=1, axis2=2)
+
+    before = summary(
+        jnp.concatenate([prior.mean[None], out.states.mean[:-1]]),
+        jnp.concatenate([prior.cov[None], out.states.cov[:-1]]),
+    )
+    return {"x": before, "y": summary(out.states.mean, out.states.cov)}
 
 
 def _r2(pred, target):
@@ -100,35 +113,45 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
         + [np.corrcoef(net_pred[:, i], bayes_pred[:, i])[0, 1] for i in range(1, n)]
     )
 
-    # probes from every layer's residual stream at the x tokens
-    streams = jax.vmap(lambda a, b: model.residual_streams(encode(a, b))[:, 0::2])(x, y)
-    streams = np.asarray(streams, np.float64)  # (B, layers, n, width)
-    means, logdet, trace = (
-        np.asarray(a, np.float64)
-        for a in jax.vmap(lambda a, b: _filter_beliefs(config, a, b))(x, y)
-    )
+    # probes from every layer's residual stream, at the x tokens and at the y tokens
+    streams = jax.vmap(lambda a, b: model.residual_streams(encode(a, b)))(x, y)
+    streams = np.asarray(streams, np.float64)  # (B, layers, 2n, width)
+    beliefs = jax.vmap(lambda a, b: _filter_beliefs(config, a, b))(x, y)
     B, layers = streams.shape[:2]
     positions = np.tile(np.arange(n), B)
     train = np.repeat(np.arange(B) < B // 2, n)  # split by prompt
-    later = np.tile(np.arange(n) >= 1, B)  # position 1 has the prior: no variation
-    targets = {
-        "mean": means.reshape(B * n, d),
-        "logdet": logdet.reshape(B * n, 1),
-        "trace": trace.reshape(B * n, 1),
-    }
-    r2 = {name: [] for name in targets}
-    r2_within = {name: [] for name in ("logdet", "trace")}
-    for layer in range(layers):
-        feats = streams[:, layer].reshape(B * n, -1)
-        for name, target in targets.items():
-            r2[name].append(_probe(feats, target, train, s["ridge"]))
-        for name in r2_within:
-            fc = _centre_per_position(feats[later], positions[later])
-            tc = _centre_per_position(targets[name][later], positions[later])
-            r2_within[name].append(_probe(fc, tc, train[later], s["ridge"]))
+    r2, r2_within = {}, {}
+    for token, offset in (("x", 0), ("y", 1)):
+        means, logdet, trace = (np.asarray(a, np.float64) for a in beliefs[token])
+        # at the first x token the belief is the prior for every prompt: no variation
+        varies = np.tile(np.arange(n) >= (1 if token == "x" else 0), B)
+        targets = {
+            "mean": means.reshape(B * n, d),
+            "logdet": logdet.reshape(B * n, 1),
+            "trace": trace.reshape(B * n, 1),
+        }
+        for name in targets:
+            r2[f"{name}_{token}"] = []
+        for name in ("logdet", "trace"):
+            r2_within[f"{name}_{token}"] = []
+        for layer in range(layers):
+            feats = streams[:, layer, offset::2].reshape(B * n, -1)
+            for name, target in targets.items():
+                r2[f"{name}_{token}"].append(
+                    _probe(feats[varies], target[varies], train[varies], s["ridge"])
+                )
+            fc = _centre_per_position(feats[varies], positions[varies])
+            for name in ("logdet", "trace"):
+                tc = _centre_per_position(targets[name][varies], positions[varies])
+                r2_within[f"{name}_{token}"].append(
+                    _probe(fc, tc, train[varies], s["ridge"])
+                )
+    r2 = {k: np.asarray(v) for k, v in r2.items()}
+    r2_within = {k: np.asarray(v) for k, v in r2_within.items()}
 
-    best_mean = max(r2["mean"])
-    best_within = max(r2_within["logdet"])
+    best_mean = max(r2["mean_x"].max(), r2["mean_y"].max())
+    best_logdet = max(r2["logdet_x"].max(), r2["logdet_y"].max())
+    best_within = max(r2_within["logdet_x"].max(), r2_within["logdet_y"].max())
     settings = dict(s, seed=seed, **config._asdict())
     late = slice(d - 1, None)
     claims = [
@@ -150,30 +173,33 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
         ),
         Claim(
             claim="Its residual stream linearly encodes the filter's posterior mean "
-            "m_{i-1} (held-out probe R^2 >= 0.9 at the best layer)",
+            "(held-out probe R^2 >= 0.9 at the best layer, read at the x_i token "
+            "for m_{i-1} or at the y_i token for m_i)",
             verdict="holds" if best_mean >= 0.9 else "fails",
             measured=dict(
                 best_r2=best_mean,
-                best_layer=int(np.argmax(r2["mean"])),
-                r2_by_layer=[round(v, 4) for v in r2["mean"]],
+                r2_by_layer_x_tokens=[round(float(v), 4) for v in r2["mean_x"]],
+                r2_by_layer_y_tokens=[round(float(v), 4) for v in r2["mean_y"]],
             ),
             settings=settings,
         ),
         Claim(
-            claim="It carries the filter's uncertainty: log det Sigma_{i-1} is "
-            "linearly decodable (R^2 >= 0.9), including its prompt-specific part "
-            "within a position (R^2 >= 0.5)",
+            claim="It carries the filter's uncertainty: log det Sigma is linearly "
+            "decodable (R^2 >= 0.9), including its prompt-specific part within a "
+            "position (R^2 >= 0.5)",
             verdict=(
                 "holds"
-                if max(r2["logdet"]) >= 0.9 and best_within >= 0.5
-                else "holds only across positions (the position encodes it)"
-                if max(r2["logdet"]) >= 0.9
+                if best_logdet >= 0.9 and best_within >= 0.5
+                else "holds only across positions (the position encodes most of it)"
+                if best_logdet >= 0.9
                 else "fails"
             ),
             measured=dict(
-                best_r2=max(r2["logdet"]),
+                best_r2=best_logdet,
                 best_r2_within_position=best_within,
-                r2_trace_within_position=max(r2_within["trace"]),
+                r2_trace_within_position=max(
+                    r2_within["trace_x"].max(), r2_within["trace_y"].max()
+                ),
             ),
             settings=settings,
         ),
@@ -185,12 +211,9 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
         model_mse=res["model_mse"],
         bayes_mse=res["bayes_mse"],
         correlation=corr,
-        r2_mean=np.array(r2["mean"]),
-        r2_logdet=np.array(r2["logdet"]),
-        r2_trace=np.array(r2["trace"]),
-        r2_logdet_within=np.array(r2_within["logdet"]),
-        r2_trace_within=np.array(r2_within["trace"]),
         dim=d,
+        **{f"r2_{k}": v for k, v in r2.items()},
+        **{f"r2_{k}_within": v for k, v in r2_within.items()},
     )
     return ExperimentResult(name=NAME, data=data, claims=claims)
 
@@ -216,11 +239,29 @@ def plot(result: ExperimentResult, path: Path) -> None:
     ax.set_xlabel("position i")
     ax.set_title("transformer / Bayes (+-2 s.e.)")
     ax = axes[2]
-    layers = np.arange(len(d["r2_mean"]))
-    ax.plot(layers, d["r2_mean"], "o-", label=r"mean $m_{i-1}$")
-    ax.plot(layers, d["r2_logdet"], "s-", label=r"$\log\det\Sigma_{i-1}$")
-    ax.plot(layers, d["r2_logdet_within"], "s--", label="  within position")
-    ax.plot(layers, d["r2_trace_within"], "^--", label=r"tr$\Sigma$ within position")
+    layers = np.arange(len(d["r2_mean_x"]))
+    for token, ls in (("x", "-"), ("y", "--")):
+        ax.plot(
+            layers,
+            d[f"r2_mean_{token}"],
+            "o" + ls,
+            color="C0",
+            label=f"mean, at {token} tokens",
+        )
+        ax.plot(
+            layers,
+            d[f"r2_logdet_{token}"],
+            "s" + ls,
+            color="C1",
+            label=rf"$\log\det\Sigma$, at {token} tokens",
+        )
+        ax.plot(
+            layers,
+            d[f"r2_logdet_{token}_within"],
+            "^" + ls,
+            color="C2",
+            label=f"  within position, {token}",
+        )
     ax.set_ylim(-0.05, 1.05)
     ax.set_xlabel("layer (last = head input)")
     ax.set_title("held-out linear-probe $R^2$")
