@@ -111,11 +111,11 @@ for c in res_b.claims:
 
 # %%
 icl_claim, mean_claim, uncertainty_claim = res_a.claims
-speed_claim, one_pass_claim, within_claim = res_b.claims
+speed_claim, one_pass_claim, within_claim, why_claim = res_b.claims
 assert icl_claim.verdict == "holds", icl_claim
 assert icl_claim.measured["min_correlation_with_bayes_late"] > 0.95
 assert uncertainty_claim.verdict.startswith("holds"), uncertainty_claim
 assert mean_claim.verdict == "fails" and mean_claim.measured["best_r2"] < 0.5
 assert one_pass_claim.measured["ekf_gap_closed"] > 0.1
 assert within_claim.measured["ekf_over_frozen_shifted"] > 1.0
-assert within_claim.measured["ekf_over_frozen_control"] > 1.0
+assert why_claim.measured["ekf_over_frozen_control"] > 1.0

@@ -268,13 +268,28 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
         Claim(
             claim="Within a single prompt, adapting theta token by token helps the "
             "frozen network (online error / frozen < 1), for the filter and for "
-            "fine-tuning",
+            "the best-tuned fine-tuning",
             verdict=_within_verdict(ratio, best_within),
             measured=dict(
                 ekf_over_frozen_shifted=ratio["shifted"]["ekf"],
                 best_optimizer_over_frozen_shifted=ratio["shifted"][
                     best_within["shifted"]
                 ],
+                best_optimizer_shifted=best_within["shifted"],
+            ),
+            settings=settings,
+        ),
+        Claim(
+            claim="Why not: within a prompt the filter counts tokens the network "
+            "already uses in context a second time, so it raises the online error "
+            "on the unshifted control (nothing to adapt to) as much as on the "
+            "shifted family (filter / frozen > 1 on both, within 0.1 of each other)",
+            verdict="holds"
+            if min(ratio["shifted"]["ekf"], ratio["control"]["ekf"]) > 1
+            and abs(ratio["shifted"]["ekf"] - ratio["control"]["ekf"]) < 0.1
+            else "fails",
+            measured=dict(
+                ekf_over_frozen_shifted=ratio["shifted"]["ekf"],
                 ekf_over_frozen_control=ratio["control"]["ekf"],
                 best_optimizer_over_frozen_control=ratio["control"][
                     best_within["control"]
@@ -296,16 +311,11 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
 
 def _within_verdict(ratio, best_within) -> str:
     ekf, opt = ratio["shifted"]["ekf"], ratio["shifted"][best_within["shifted"]]
-    control = ratio["control"]["ekf"]
     if ekf < 1 and opt < 1:
         return "holds"
-    if ekf >= 1 and control >= 1:
-        return (
-            "fails: the filter's within-prompt adaptation raises the error "
-            f"({ekf:.2f}x frozen), also on the unshifted control ({control:.2f}x), "
-            "i.e. it double-counts tokens the network already uses in context"
-        )
-    return f"holds only for some methods (filter {ekf:.2f}x, best optimiser {opt:.2f}x)"
+    if ekf < 1 or opt < 1:
+        return "holds only for " + ("the filter" if ekf < 1 else "fine-tuning")
+    return "fails"
 
 
 def plot(result: ExperimentResult, path: Path) -> None:
