@@ -9,7 +9,8 @@ Sections (JSON rows, ``section`` field):
   head (``head.proj``) and a residual shift entering the first block
   (``block0``). ``ratio`` = step time / forward time; the target is
   ``<= k + 2`` forward-pass equivalents with ``jacfwd``. Also the per-token cost
-  inside a ``lax.scan`` over the whole prompt, and the compile times.
+  inside a ``lax.scan`` over the whole prompt (not in ``--quick`` runs), and the
+  compile times.
 * ``categorical``: the moment-matched next-token update (``kj.categorical_update``)
   for vocabularies V = 1e3 .. 5e4 at k = 16: time and the compiled executable's
   temporary memory, both expected linear in V (no V x V matrix is formed).
@@ -66,7 +67,7 @@ def make_network(seed: int = 0) -> Transformer:
     )
 
 
-def ekf_rows(ks, repeats, max_time_s):
+def ekf_rows(ks, repeats, max_time_s, with_scan=True):
     net = make_network()
     prompt = jax.random.normal(jax.random.key(1), (PROMPT_LEN, 6))
     ys = jax.random.normal(jax.random.key(2), (PROMPT_LEN, 1))
@@ -92,13 +93,14 @@ def ekf_rows(ks, repeats, max_time_s):
                 step, compile_s[f"step/{method}"] = H.compile_fn(
                     filt.step, prior, inputs
                 )
-                scan, compile_s[f"scan/{method}"] = H.compile_fn(
-                    lambda p, x, filt=filt: kj.run(filt, p, x, lean=True).final,
-                    prior,
-                    xs,
-                )
                 calls[f"step/{method}"] = (step, (prior, inputs))
-                calls[f"scan/{method}"] = (scan, (prior, xs))
+                if with_scan:
+                    scan, compile_s[f"scan/{method}"] = H.compile_fn(
+                        lambda p, x, filt=filt: kj.run(filt, p, x, lean=True).final,
+                        prior,
+                        xs,
+                    )
+                    calls[f"scan/{method}"] = (scan, (prior, xs))
                 means[method] = np.asarray(step(prior, inputs)[0].mean)
             for fn_, args in calls.values():  # warm up
                 jax.block_until_ready(fn_(*args))
@@ -107,7 +109,7 @@ def ekf_rows(ks, repeats, max_time_s):
             diff = float(np.max(np.abs(means["jacfwd"] - means["jacrev"])))
             for method in METHODS:
                 step_s = timed[f"step/{method}"]
-                scan_s = timed[f"scan/{method}"]
+                scan_s = timed.get(f"scan/{method}", {"median": float("nan")})
                 rows.append(
                     dict(
                         section="ekf_step",
@@ -122,7 +124,9 @@ def ekf_rows(ks, repeats, max_time_s):
                         target_ratio=k + 2,
                         compile_forward_s=compile_s["forward"]["compile_s"],
                         compile_step_s=compile_s[f"step/{method}"]["compile_s"],
-                        compile_scan_s=compile_s[f"scan/{method}"]["compile_s"],
+                        compile_scan_s=compile_s.get(f"scan/{method}", {}).get(
+                            "compile_s"
+                        ),
                         finite=bool(np.all(np.isfinite(means[method]))),
                         jacfwd_vs_jacrev_max_abs_diff=diff,
                     )
@@ -189,7 +193,7 @@ def main(argv=None):
     vocabs = QUICK_VOCABS if args.quick else FULL_VOCABS
     repeats = 3 if args.quick else 30
     max_time_s = 1.0 if args.quick else 10.0
-    rows = ekf_rows(ks, repeats, max_time_s)
+    rows = ekf_rows(ks, repeats, max_time_s, with_scan=not args.quick)
     cat = categorical_rows(vocabs, 16, repeats, max_time_s)
     times = [r["run_s"]["median"] for r in cat]
     summary = dict(
