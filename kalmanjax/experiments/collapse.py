@@ -53,9 +53,13 @@ def simulate_tasks(key, dim, num_tokens, num_tasks, noise_var, prior_var):
     return theta, x, jnp.einsum("ntd,nd->nt", x, theta) + noise
 
 
-def regression_filter(dim: int, noise_var: float):
-    """The in-context regression filter: F = I, Q = 0, H_t = x_t^T, R = r."""
-    dynamics = LinearDynamics(F=jnp.eye(dim), Q=jnp.zeros((dim, dim)))
+def regression_filter(dim: int, noise_var: float, process_var: float = 0.0):
+    """The in-context regression filter: F = I, Q = qI, H_t = x_t^T, R = r.
+
+    ``process_var = 0`` is a fixed task; the per-step inputs hold ``"obs"`` and the
+    token's ``"x"``.
+    """
+    dynamics = LinearDynamics(F=jnp.eye(dim), Q=process_var * jnp.eye(dim))
     noise = noise_var * jnp.eye(1)
 
     def observation(inputs):

@@ -26,11 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import Gaussian, LinearDynamics, LinearObservation, kalman_filter
+from .. import Gaussian
 from .. import diagnostics as kd
 from .. import run as run_filter
 from ._plot import pyplot
 from ._result import Claim, ExperimentResult
+from .collapse import regression_filter
 
 NAME = "contraction"
 
@@ -50,16 +51,6 @@ def _settings(quick: bool) -> dict:
     )  # fmt: skip
 
 
-def _filter(dim, r, q):
-    dynamics = LinearDynamics(F=jnp.eye(dim), Q=q * jnp.eye(dim))
-    noise = r * jnp.eye(1)
-
-    def observation(inputs):
-        return LinearObservation(H=inputs["x"][None, :], R=noise)
-
-    return kalman_filter(dynamics, observation)
-
-
 def _compute(s: dict, seed: int) -> dict:
     dim, T, n = s["dim"], s["num_tokens"], s["num_tasks"]
     r, tau2, q = s["noise_var"], s["prior_var"], s["process_var"]
@@ -69,7 +60,7 @@ def _compute(s: dict, seed: int) -> dict:
         Gaussian(mean=jnp.zeros(dim), cov=c * tau2 * jnp.eye(dim))
         for c in (1.0, OTHER_INIT)
     ]
-    filters = {"q0": _filter(dim, r, 0.0), "q": _filter(dim, r, q)}
+    filters = {"q0": regression_filter(dim, r), "q": regression_filter(dim, r, q)}
 
     def one_task(x_task, y_task):
         xs = {"obs": y_task[:, None], "x": x_task}

@@ -26,11 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import Gaussian, LinearDynamics, LinearObservation, kalman_filter
+from .. import Gaussian
 from .. import diagnostics as kd
 from .. import run as run_filter
 from ._plot import pyplot
 from ._result import Claim, ExperimentResult
+from .collapse import regression_filter
 
 NAME = "observability"
 
@@ -45,16 +46,6 @@ def _settings(quick: bool) -> dict:
         dim=8, num_tokens=1024, num_tasks=64, window=16, noise_var=0.1,
         prior_var=1.0, process_var=1e-3,
     )  # fmt: skip
-
-
-def _filter(dim, r, q):
-    dynamics = LinearDynamics(F=jnp.eye(dim), Q=q * jnp.eye(dim))
-    noise = r * jnp.eye(1)
-
-    def observation(inputs):
-        return LinearObservation(H=inputs["x"][None, :], R=noise)
-
-    return kalman_filter(dynamics, observation)
 
 
 def _loewner_excess(a, b):
@@ -73,7 +64,7 @@ def _compute(s: dict, seed: int) -> dict:
     prior = Gaussian(mean=jnp.zeros(dim), cov=tau2 * jnp.eye(dim))
     R = r * jnp.eye(1)
     Q = q * jnp.eye(dim)
-    filters = {"q0": _filter(dim, r, 0.0), "q": _filter(dim, r, q)}
+    filters = {"q0": regression_filter(dim, r), "q": regression_filter(dim, r, q)}
     # the never-excited direction: the last coordinate of every token is zero
     mask = jnp.ones(dim).at[-1].set(0.0)
 

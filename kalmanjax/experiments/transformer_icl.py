@@ -26,12 +26,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import Gaussian, LinearDynamics, LinearObservation, kalman_filter
+from .. import Gaussian
 from .. import run as run_filter
 from ..nn.icl import encode, evaluate
 from . import _transformer as T
 from ._plot import pyplot
 from ._result import Claim, ExperimentResult
+from .collapse import regression_filter
 
 NAME = "transformer_icl"
 
@@ -51,12 +52,7 @@ def _filter_beliefs(config, x, y):
         the belief after it.
     """
     d = config.dim
-    filt = kalman_filter(
-        LinearDynamics(F=jnp.eye(d), Q=jnp.zeros((d, d))),
-        lambda u: LinearObservation(
-            H=u["x"][None, :], R=jnp.full((1, 1), config.noise_var)
-        ),
-    )
+    filt = regression_filter(d, config.noise_var)
     prior = Gaussian(jnp.zeros(d), config.prior_var * jnp.eye(d))
     out = run_filter(filt, prior, {"obs": y[:, None], "x": x})
 

@@ -20,6 +20,7 @@ train`` retrains it (seeded).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -34,6 +35,7 @@ from flax import nnx, serialization
 from jaxtyping import Array, Float
 
 from .. import Gaussian, LinearDynamics, LinearObservation, kalman_filter, run
+from .observation import observation_fn
 from .transformer import Transformer
 
 __all__ = [
@@ -322,7 +324,7 @@ def evaluate(
         prompts), ``mean_ratio`` and ``mean_ratio_se`` (the ratio averaged over
         positions ``d..n``, i.e. once the prompt holds at least ``d - 1`` pairs).
     """
-    network = observation_free(model)
+    network = functools.partial(observation_fn(model), None)  # theta unused
 
     @jax.jit
     def errors(key):
@@ -352,12 +354,6 @@ def evaluate(
         mean_ratio=float(ratio[late].mean()),
         mean_ratio_se=float(per_prompt.std(ddof=1) / np.sqrt(num_prompts)),
     )
-
-
-def observation_free(model: Transformer) -> Callable[[Array], Array]:
-    """The frozen network as a pure function of its inputs (captures the weights)."""
-    graphdef, state = nnx.split(model)
-    return lambda tokens: nnx.merge(graphdef, state)(tokens)
 
 
 # ------------------------------------------------------------------ command line
