@@ -1,45 +1,70 @@
 """kalmanjax: Bayesian filtering in JAX as composable pure functions.
 
-The layers: beliefs and models (:class:`Gaussian`, :class:`SqrtGaussian`,
-:class:`LinearDynamics`, :class:`LinearObservation`); the math layer
-(:func:`predict`, :func:`update`); filters as ``Filter(init, step)`` pairs
-(:func:`kalman_filter`, :func:`extended_kalman_filter`); and drivers (:func:`run`,
-:func:`log_marginal_likelihood`, :func:`rts_smoother`, :func:`kalman_smoother`). The
-degenerate limits (gradient descent, natural gradient, meta-learning, optax bridges)
-live in :mod:`kalmanjax.limits`, which needs ``optax`` and is not imported here.
+The package is layered; each layer imports only the layers below it:
+
+0. :mod:`kalmanjax.core`, the atoms: beliefs (:class:`Gaussian`,
+   :class:`SqrtGaussian`), models (:class:`LinearDynamics`, ...), the filter
+   types (:class:`Filter`, :class:`AssociativeForm`), linear algebra, checks
+   and the batching guard;
+1. :mod:`kalmanjax.steps`, pure steps: :func:`predict`, :func:`update`,
+   :func:`linearize`, :func:`ekf_update`, :func:`categorical_update`, backward
+   kernels, associative elements and their combines;
+2. :mod:`kalmanjax.filters`, filter factories: :func:`kalman_filter`,
+   :func:`extended_kalman_filter`, :func:`regression_filter`;
+3. :mod:`kalmanjax.drivers`: :func:`run`, :func:`log_marginal_likelihood`,
+   :func:`rts_smoother`, :func:`kalman_smoother`, :func:`batch_map`;
+4. instruments: :mod:`kalmanjax.diagnostics` (imported here),
+   :mod:`kalmanjax.limits` (its optax bridges need ``optax``) and
+   :mod:`kalmanjax.nn` (needs ``flax``), not imported here;
+5. :mod:`kalmanjax.experiments` and the command line (:mod:`kalmanjax.cli`).
+
+Everything below is re-exported here; this namespace is the public API.
 """
 
 from . import diagnostics
-from ._base import (
+from .core import (
+    AssociativeForm,
     Belief,
+    CategoricalObservation,
     Filter,
     FilterResult,
     Gaussian,
+    LinearDynamics,
+    LinearObservation,
+    NonlinearDynamics,
+    NonlinearObservation,
     SqrtGaussian,
     UpdateInfo,
+    get_obs,
     to_dense,
     to_sqrt,
 )
-from .categorical import CategoricalObservation, categorical_update
-from .distributed import batch_map, batch_mesh, shard_batch
-from .ekf import (
-    NonlinearDynamics,
-    NonlinearObservation,
+from .drivers import (
+    SmootherResult,
+    batch_map,
+    batch_mesh,
+    kalman_smoother,
+    log_marginal_likelihood,
+    rts_smoother,
+    run,
+    shard_batch,
+)
+from .filters import extended_kalman_filter, kalman_filter, regression_filter
+from .steps import (
+    FORMS,
+    categorical_update,
     ekf_predict,
     ekf_update,
-    extended_kalman_filter,
+    linearize,
+    predict,
+    update,
 )
-from .filtering import log_marginal_likelihood, run
-from .kalman import FORMS, kalman_filter, predict, update
-from .linearize import linearize
-from .models import LinearDynamics, LinearObservation, get_obs
-from .parallel import parallel_filter, parallel_smoother
-from .smoothing import SmootherResult, kalman_smoother, rts_smoother
 
 __version__ = "0.1.0"
 
 __all__ = [
     "FORMS",
+    "AssociativeForm",
     "Belief",
     "CategoricalObservation",
     "Filter",
@@ -54,9 +79,9 @@ __all__ = [
     "UpdateInfo",
     "__version__",
     "batch_map",
-    "diagnostics",
     "batch_mesh",
     "categorical_update",
+    "diagnostics",
     "ekf_predict",
     "ekf_update",
     "extended_kalman_filter",
@@ -65,9 +90,8 @@ __all__ = [
     "kalman_smoother",
     "linearize",
     "log_marginal_likelihood",
-    "parallel_filter",
-    "parallel_smoother",
     "predict",
+    "regression_filter",
     "rts_smoother",
     "run",
     "shard_batch",

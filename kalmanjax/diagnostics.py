@@ -39,9 +39,10 @@ from jax import lax
 from jax.scipy.linalg import solve_triangular
 from jaxtyping import Array, Float, Int
 
-from ._base import Gaussian, SqrtGaussian, UpdateInfo
-from ._linalg import mT, symmetrize
-from .parallel import _LAPACK_SPLIT_FLOPS
+from .core.batching import LAPACK_SPLIT_FLOPS
+from .core.beliefs import Gaussian, SqrtGaussian
+from .core.filter import UpdateInfo
+from .core.linalg import mT, symmetrize
 
 __all__ = [
     "Calibration",
@@ -99,7 +100,7 @@ def _per_matrix(fn, *arrays: Array) -> Any:
     size = math.prod(batch)
     flat = [a.reshape((size,) + a.shape[len(batch) :]) for a in arrays]
     # ~10 n^3 flops per matrix (an eigendecomposition) against the split threshold
-    chunk = max(1, _LAPACK_SPLIT_FLOPS // (10 * n**3 + 1) - 1)
+    chunk = max(1, LAPACK_SPLIT_FLOPS // (10 * n**3 + 1) - 1)
     if jax.default_backend() != "cpu" or size <= chunk:
         out = jax.vmap(fn)(*flat)
     else:

@@ -16,10 +16,11 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from .. import _checks
-from .._base import Filter, Gaussian, to_dense
-from ..kalman import update
-from ..models import get_obs
+from ..core import checks as _checks
+from ..core.beliefs import Gaussian, to_dense
+from ..core.filter import Filter
+from ..core.models import get_obs
+from ..steps.linear import update
 from ._linearize import ObservationFn, linearized_observation
 
 

@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..linearize import linearize
-from ..models import LinearObservation
+from ..core.models import LinearObservation
+from ..steps.linearize import linearize
 
 ObservationFn = Callable[[Any, Any], jax.Array]
 

@@ -39,9 +39,10 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, ArrayLike, Float
 
-from .._base import Filter, Gaussian, SqrtGaussian
-from ..filtering import run
-from ..models import get_obs
+from ..core.beliefs import Gaussian, SqrtGaussian
+from ..core.filter import Filter
+from ..core.models import get_obs
+from ..drivers.filtering import run
 from ._filters import linearized_filter
 from ._linearize import ObservationFn, as_matrix, check_state, evaluate
 from ._paths import GapPath

@@ -30,10 +30,10 @@ import numpy as np
 import optax
 from jaxtyping import Array, ArrayLike, Float
 
-from .._base import Gaussian
-from ..filtering import log_marginal_likelihood
-from ..kalman import kalman_filter
-from ..models import LinearDynamics, LinearObservation, get_obs
+from ..core.beliefs import Gaussian
+from ..core.models import LinearDynamics, LinearObservation, get_obs
+from ..drivers.filtering import log_marginal_likelihood
+from ..filters.kalman import kalman_filter
 from ._linearize import ObservationFn, check_state
 from .gradient_descent import gd_limit_filter
 

@@ -32,7 +32,7 @@ from typing import Any
 import jax.numpy as jnp
 from jaxtyping import ArrayLike, Float
 
-from .._base import Filter
+from ..core.filter import Filter
 from ._filters import linearized_filter
 from ._linearize import ObservationFn
 from ._paths import GapPath

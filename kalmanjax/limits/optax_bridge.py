@@ -49,9 +49,9 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jax.scipy.linalg import cho_factor, cho_solve
 
-from .._base import Gaussian
-from ..kalman import predict
-from ..models import LinearDynamics
+from ..core.beliefs import Gaussian
+from ..core.models import LinearDynamics
+from ..steps.linear import predict
 from ._filters import linearized_filter
 from ._linearize import ObservationFn, as_matrix, value_and_jacobian
 

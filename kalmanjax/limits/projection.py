@@ -36,9 +36,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .. import _checks
-from .._base import Filter, Gaussian
-from ..filtering import run
+from ..core import checks as _checks
+from ..core.beliefs import Gaussian
+from ..core.filter import Filter
+from ..drivers.filtering import run
 from ._filters import linearized_filter
 from ._linearize import ObservationFn, value_and_jacobian
 from ._paths import GapPath

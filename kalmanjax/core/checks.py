@@ -129,3 +129,46 @@ def check_vector(x: Any, name: str, dtype: Any, owner: str) -> int:
 def check_obs(y: Any, m: int, dtype: Any, owner: str) -> None:
     """Validate one observation vector of length ``m``."""
     check_array(y, "obs", (m,), dtype, "(obs,) with obs = H.shape[0]", owner)
+
+
+def check_fn_output(
+    value: Any,
+    shape: tuple[int, ...],
+    name: str,
+    what: str,
+    dtype: Any,
+    owner: str,
+    ref: str = "the belief",
+) -> None:
+    """Raise unless a model function's output ``value`` has ``shape`` and ``dtype``.
+
+    Args:
+        value: the output (an array or a ``jax.ShapeDtypeStruct``).
+        shape: the expected shape.
+        name: the function, e.g. ``"observation.fn"``.
+        what: the expected shape in words, e.g. ``"(obs,)"``.
+        dtype: the state's dtype (dtype in = dtype out).
+        owner: the function reported in messages.
+        ref: what ``dtype`` was taken from, for messages.
+    """
+    if _shape(value) != tuple(shape):
+        raise ValueError(
+            f"{owner}: {name} returned shape {_shape(value)}; expected "
+            f"{tuple(shape)} {what}"
+        )
+    check_dtype(value, f"the output of {name}", dtype, owner, ref)
+
+
+def check_token(token: Any, owner: str) -> None:
+    """Raise unless ``token`` is an integer scalar (a token id)."""
+    if _shape(token) != () or not jnp.issubdtype(_dtype(token), jnp.integer):
+        raise TypeError(
+            f"{owner}: a categorical observation is an integer token id of shape (), "
+            f"got shape {_shape(token)} and dtype {_dtype(token)}"
+        )
+
+
+def check_num_iter(num_iter: Any, owner: str) -> None:
+    """Raise unless ``num_iter`` is a (static) integer >= 1."""
+    if not isinstance(num_iter, int | np.integer) or num_iter < 1:
+        raise ValueError(f"{owner}: num_iter must be an integer >= 1, got {num_iter!r}")

@@ -1,22 +1,11 @@
-r"""Rauch-Tung-Striebel smoothing (covariance and square-root forms).
+r"""Smoothing drivers: the RTS smoother over filtered beliefs, and filter + smoother.
 
-Given filtered beliefs :math:`p(x_t \mid y_{1:t})` for :math:`t = 1..T` (the
-``states`` of :func:`kalmanjax.run`), the backward pass returns
-:math:`p(x_t \mid y_{1:T})`:
-
-.. math::
-
-    m^-_{t+1} = F m_t + b, \quad P^-_{t+1} = F P_t F^\top + Q, \quad
-    G_t = P_t F^\top (P^-_{t+1})^{-1}
-
-    m^s_t = m_t + G_t (m^s_{t+1} - m^-_{t+1}), \quad
-    P^s_t = P_t + G_t (P^s_{t+1} - P^-_{t+1}) G_t^\top
-
-where :math:`F, Q, b` are the dynamics of step :math:`t+1`, i.e. those built from
-``xs[t]`` (0-based: smoothing ``states[k]`` uses ``xs[k + 1]``). The square-root form
-triangularises :math:`\begin{bmatrix} F L_t & L_Q \\ L_t & 0\end{bmatrix}` to get
-:math:`L^-`, :math:`G_t` and the factor of :math:`P_t - G_t P^-_{t+1} G_t^\top`
-without forming a covariance.
+:func:`rts_smoother` runs the backward kernels of :mod:`kalmanjax.steps.backward`
+over a filtered sequence, sequentially (``lax.scan``, reverse) or as a reverse
+parallel prefix scan (``lax.associative_scan``, span :math:`O(\log T)`).
+:func:`kalman_smoother` is :func:`kalmanjax.kalman_filter`, :func:`kalmanjax.run`
+and :func:`rts_smoother` in one call. The time convention: smoothing
+``states[k]`` uses the dynamics of ``xs[k + 1]``.
 """
 
 from __future__ import annotations
@@ -27,79 +16,18 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from . import _checks
-from ._base import Gaussian, SqrtGaussian
-from ._linalg import GENERAL, LinalgOps, choose_ops, mT, symmetrize
+from ..core import checks
+from ..core.batching import batched, lapack_flops
+from ..core.beliefs import Gaussian, SqrtGaussian
+from ..core.linalg import GENERAL, LinalgOps, choose_ops
+from ..core.models import DynamicsLike, ObservationLike, resolve
+from ..filters.kalman import kalman_filter
+from ..steps.associative import combine_kernels
+from ..steps.backward import BackwardKernel, backward_kernel, smooth_step
+from ..steps.linear import Form
 from .filtering import run
-from .kalman import Form, kalman_filter
-from .models import DynamicsLike, LinearDynamics, ObservationLike, resolve
 
 __all__ = ["SmootherResult", "kalman_smoother", "rts_smoother"]
-
-
-class BackwardKernel(NamedTuple):
-    r"""The smoothing kernel of one step.
-
-    :math:`p(x_t \mid x_{t+1}, y_{1:t}) = N(G x_{t+1} + g, \Lambda)`.
-
-    Attributes:
-        gain: :math:`G = P_t F^\top (P^-_{t+1})^{-1}`, shape ``(state, state)``.
-        offset: :math:`g = m_t - G m^-_{t+1}`, shape ``(state,)``.
-        cond: :math:`\Lambda = P_t - G P^-_{t+1} G^\top` (covariance form) or its
-            lower-triangular factor (square-root form), shape ``(state, state)``.
-    """
-
-    gain: jax.Array
-    offset: jax.Array
-    cond: jax.Array
-
-
-def backward_kernel(filtered, dyn: LinearDynamics, ops: LinalgOps, chol_q=None):
-    r"""The :class:`BackwardKernel` of a filtered belief and the next step's dynamics.
-
-    A ``SqrtGaussian`` gives the factor of :math:`\Lambda` from one QR of
-    :math:`\begin{bmatrix} F L & L_Q \\ L & 0 \end{bmatrix}`, whose
-    triangular factor is
-    :math:`\begin{bmatrix} L^- & 0 \\ G L^- & L_\Lambda \end{bmatrix}`.
-    """
-    F = dyn.F
-    mean_pred = ops.matmul(F, filtered.mean)
-    if dyn.b is not None:
-        mean_pred = mean_pred + dyn.b
-    if isinstance(filtered, SqrtGaussian):
-        n = filtered.mean.shape[0]
-        L = filtered.chol
-        if chol_q is None:
-            chol_q = ops.psd_cholesky(dyn.Q)
-        top = jnp.concatenate([ops.matmul(F, L), chol_q], axis=1)
-        bottom = jnp.concatenate([L, jnp.zeros((n, n), L.dtype)], axis=1)
-        tri = ops.tria(jnp.concatenate([top, bottom], axis=0))
-        chol_pred, g_factor, cond = tri[:n, :n], tri[n:, :n], tri[n:, n:]
-        gain = mT(ops.solve_lower_t(chol_pred, mT(g_factor)))  # G' L_pred^{-1}
-    else:
-        P = filtered.cov
-        FP = ops.matmul(F, P)
-        cov_pred = ops.matmul(FP, mT(F)) + dyn.Q  # Cholesky reads one triangle
-        chol_pred = ops.cholesky(cov_pred)
-        gain = mT(ops.solve_lower_t(chol_pred, ops.solve_lower(chol_pred, FP)))
-        cond = symmetrize(P - ops.matmul(gain, FP))  # P - G P^- G^T = P - G F P
-    offset = filtered.mean - ops.matmul(gain, mean_pred)
-    return BackwardKernel(gain=gain, offset=offset, cond=cond)
-
-
-def apply_kernel(kernel: BackwardKernel, smoothed_next, ops: LinalgOps):
-    """Push the smoothed belief over the next state through the kernel."""
-    G = kernel.gain
-    mean = ops.matmul(G, smoothed_next.mean) + kernel.offset
-    if isinstance(smoothed_next, SqrtGaussian):
-        factor = jnp.concatenate([ops.matmul(G, smoothed_next.chol), kernel.cond], 1)
-        return SqrtGaussian(mean=mean, chol=ops.tria(factor))
-    cov = ops.matmul(ops.matmul(G, smoothed_next.cov), mT(G)) + kernel.cond
-    return Gaussian(mean=mean, cov=symmetrize(cov))
-
-
-def _smooth_step(filtered, smoothed_next, dyn: LinearDynamics, ops: LinalgOps, chol_q):
-    return apply_kernel(backward_kernel(filtered, dyn, ops, chol_q), smoothed_next, ops)
 
 
 def rts_smoother(
@@ -139,7 +67,7 @@ def rts_smoother(
     num_steps, n = filtered.mean.shape
     dtype = filtered.mean.dtype
     last = jax.tree_util.tree_map(lambda a: a[-1], filtered)
-    _checks.check_belief(last, owner)
+    checks.check_belief(last, owner)
     if num_steps == 1:
         return filtered
     head = jax.tree_util.tree_map(lambda a: a[:-1], filtered)
@@ -150,20 +78,18 @@ def rts_smoother(
         next_inputs = jax.tree_util.tree_map(lambda a: a[1:], xs)
     else:
         next_inputs = None
-        _checks.check_dynamics(dynamics, n, dtype, owner)
+        checks.check_dynamics(dynamics, n, dtype, owner)
         if isinstance(filtered, SqrtGaussian):
             chol_q = GENERAL.psd_cholesky(dynamics.Q)
     ops = choose_ops(fast, n)
     if parallel:
-        from .parallel import parallel_smoother  # noqa: PLC0415  (imports this module)
-
-        return parallel_smoother(dynamics, filtered, xs, ops=ops)
+        return _parallel_rts(dynamics, filtered, next_inputs, ops, chol_q)
 
     def body(smoothed_next, step_in):
         filt, inputs = step_in
         dyn = resolve(dynamics, inputs)
-        _checks.check_dynamics(dyn, n, dtype, owner)
-        smoothed = _smooth_step(filt, smoothed_next, dyn, ops, chol_q)
+        checks.check_dynamics(dyn, n, dtype, owner)
+        smoothed = smooth_step(filt, smoothed_next, dyn, ops, chol_q)
         return smoothed, smoothed
 
     _, smoothed = lax.scan(body, last, (head, next_inputs), reverse=True)
@@ -231,3 +157,35 @@ def kalman_smoother(
         smoothed=smoothed,
         log_marginal_likelihood=jnp.sum(result.infos.log_likelihood),
     )
+
+
+def _parallel_rts(dynamics, filtered, next_inputs, ops: LinalgOps, chol_q):
+    """The RTS smoother as a reverse parallel scan of the backward kernels."""
+    sqrt = isinstance(filtered, SqrtGaussian)
+    n = filtered.mean.shape[1]
+    head = jax.tree_util.tree_map(lambda a: a[:-1], filtered)
+
+    def vmapped(fn):
+        return batched(fn, lapack_flops(n), lapack=ops is GENERAL)
+
+    if callable(dynamics):
+        kernels = vmapped(lambda f, u: backward_kernel(f, resolve(dynamics, u), ops))(
+            head, next_inputs
+        )
+    else:
+        kernels = vmapped(lambda f: backward_kernel(f, dynamics, ops, chol_q))(head)
+    # the last step has no successor: x_T | y_1:T is its filtered belief
+    last = BackwardKernel(
+        gain=jnp.zeros((1, n, n), filtered.mean.dtype),
+        offset=filtered.mean[-1:],
+        cond=(filtered.chol if sqrt else filtered.cov)[-1:],
+    )
+    kernels = jax.tree_util.tree_map(
+        lambda a, b: jnp.concatenate([a, b], axis=0), kernels, last
+    )
+    out = lax.associative_scan(
+        vmapped(lambda later, earlier: combine_kernels(later, earlier, ops, sqrt)),
+        kernels,
+        reverse=True,
+    )
+    return (SqrtGaussian if sqrt else Gaussian)(out.offset, out.cond)

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ._base import Filter, FilterResult
+from ..core.filter import Filter, FilterResult
 
 __all__ = ["log_marginal_likelihood", "run"]
 
@@ -52,10 +52,11 @@ def run(
             (log-likelihood, information gain): memory independent of ``T``
             except for ``T`` scalars per field (sequential mode; the parallel
             scan holds all steps in memory either way).
-        parallel: run the filter's temporally parallel form (``filter.parallel``,
-            a ``lax.associative_scan`` with span :math:`O(\log T)`): the same
+        parallel: run the filter's temporally parallel form
+            (``filter.associative``, an :class:`~kalmanjax.AssociativeForm`,
+            through ``lax.associative_scan``: span :math:`O(\log T)`): the same
             results, for accelerators. On CPU the sequential scan is faster (see
-            ``benchmarks/``).
+            ``benchmarks/``). A filter without one raises ``ValueError``.
         unroll: passed to ``lax.scan``.
 
     Returns:
@@ -75,13 +76,15 @@ def run(
         ([[0.25]], True)
     """
     if parallel:
-        if filter.parallel is None:
+        form = filter.associative
+        if form is None:
             raise ValueError(
                 "run: parallel=True but this filter has no parallel form "
-                "(filter.parallel is None)"
+                "(filter.associative is None); run it sequentially"
             )
         if jax.tree_util.tree_leaves(xs)[0].shape[0] > 0:
-            result = filter.parallel(prior, xs)
+            prefix = lax.associative_scan(form.combine, form.elements(prior, xs))
+            result = form.finish(prior, xs, prefix)
             if lean:
                 infos = _scalar_fields(result.infos, ndim=1)
                 return FilterResult(final=result.final, states=None, infos=infos)

@@ -36,37 +36,21 @@ A negative token id means missing: the belief is unchanged.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Int
 
-from . import _checks
-from ._base import Gaussian, SqrtGaussian, UpdateInfo
-from ._linalg import GENERAL, logdet_from_chol, mT, symmetrize
-from .linearize import Method, check_num_iter, iterate_linearization, linearize
+from ..core import checks
+from ..core.beliefs import Gaussian, SqrtGaussian
+from ..core.filter import UpdateInfo
+from ..core.linalg import GENERAL, logdet_from_chol, mT, symmetrize
+from ..core.models import CategoricalObservation
+from .linear import LOG_2PI
+from .linearize import Method, iterate_linearization, linearize, linearized_prediction
 
-__all__ = ["CategoricalObservation", "categorical_update"]
-
-_LOG_2PI = math.log(2.0 * math.pi)
-
-
-class CategoricalObservation(NamedTuple):
-    r"""A next-token observation, moment-matched (see the module docstring).
-
-    :math:`y_t \sim \operatorname{Cat}(\operatorname{softmax}(z(\theta, u_t)))`.
-
-    Attributes:
-        fn: ``fn(x, inputs) -> logits``, ``(state,) -> (vocab,)``.
-        jitter: :math:`\epsilon` added to the diagonal of :math:`R`.
-    """
-
-    fn: Callable[[Array, Any], Array]
-    jitter: float = 1e-6
+__all__ = ["categorical_condition", "categorical_update"]
 
 
 def _inverse_noise(p, jitter):
@@ -88,7 +72,7 @@ def _condition_at(predicted, token, model, point, inputs, method):
     logits, jz = linearize(model.fn, point, inputs, method=method)
     p = jax.nn.softmax(logits)
     jp = p[:, None] * (jz - (p @ jz)[None, :])  # (diag p - p p^T) dz/dtheta
-    mean_obs = p + jp @ (predicted.mean - point)
+    mean_obs = linearized_prediction(p, jp, point, predicted.mean)
     innovation = jax.nn.one_hot(token, p.shape[0], dtype=dtype) - mean_obs
     r_inv, logdet_r = _inverse_noise(p, jnp.asarray(model.jitter, dtype))
     r_inv_h = r_inv(jp)
@@ -115,7 +99,7 @@ def _condition_at(predicted, token, model, point, inputs, method):
     e_r_e = innovation @ r_inv(innovation)
     vocab = p.shape[0]
     info = UpdateInfo(
-        log_likelihood=-0.5 * (e_r_e - quad + logdet_r + logdet_b + vocab * _LOG_2PI),
+        log_likelihood=-0.5 * (e_r_e - quad + logdet_r + logdet_b + vocab * LOG_2PI),
         information_gain=0.5 * logdet_b,
         innovation=innovation,
         innovation_cov=None,
@@ -123,7 +107,8 @@ def _condition_at(predicted, token, model, point, inputs, method):
     return posterior, info
 
 
-def _categorical_update(predicted, token, model, inputs, method, num_iter):
+def categorical_condition(predicted, token, model, inputs, method, num_iter):
+    """:func:`categorical_update` without the checks (used by the EKF's step)."""
     posterior, info = iterate_linearization(
         lambda point: _condition_at(predicted, token, model, point, inputs, method),
         predicted.mean,
@@ -136,15 +121,6 @@ def _categorical_update(predicted, token, model, inputs, method, num_iter):
         (posterior, info),
         (predicted, unchanged_info),
     )
-
-
-def check_token(token: Any, owner: str) -> None:
-    """Raise unless ``token`` is an integer scalar (a token id)."""
-    if np.shape(token) != () or not jnp.issubdtype(jnp.result_type(token), jnp.integer):
-        raise TypeError(
-            f"{owner}: a categorical observation is an integer token id of shape (), "
-            f"got shape {np.shape(token)} and dtype {jnp.result_type(token)}"
-        )
 
 
 def categorical_update(
@@ -182,7 +158,7 @@ def categorical_update(
         (True, True)
     """
     owner = "kalmanjax.categorical_update"
-    check_num_iter(num_iter, owner)
-    _checks.check_belief(belief, owner)
-    check_token(token, owner)
-    return _categorical_update(belief, token, observation, inputs, method, num_iter)
+    checks.check_num_iter(num_iter, owner)
+    checks.check_belief(belief, owner)
+    checks.check_token(token, owner)
+    return categorical_condition(belief, token, observation, inputs, method, num_iter)

@@ -1,7 +1,7 @@
 r"""Linear algebra for the filters, in two interchangeable implementations.
 
 Both implementations expose the same seven operations, so the Kalman steps in
-:mod:`kalmanjax.kalman` are written once:
+:mod:`kalmanjax.steps` are written once:
 
 * ``matmul(a, b)`` for matrix-matrix and matrix-vector products;
 * ``cholesky(a)``: lower Cholesky factor of a positive-definite matrix;

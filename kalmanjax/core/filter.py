@@ -1,4 +1,4 @@
-"""Core data types: Gaussian beliefs, update infos and the ``Filter`` pair.
+"""Filters as data: ``Filter(init, step)``, its parallel form, infos and results.
 
 Everything carried through a filter is a NamedTuple of arrays, so it is a pytree
 that ``jax.jit``, ``jax.vmap`` and ``jax.lax.scan`` accept as it is.
@@ -9,54 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._linalg import GENERAL
-
-__all__ = [
-    "Belief",
-    "Filter",
-    "FilterResult",
-    "Gaussian",
-    "SqrtGaussian",
-    "UpdateInfo",
-    "to_dense",
-    "to_sqrt",
-]
-
-
-class Gaussian(NamedTuple):
-    r"""A Gaussian belief :math:`\mathcal N(m, P)` in covariance form.
-
-    Attributes:
-        mean: :math:`m`, shape ``(state,)``.
-        cov: :math:`P`, shape ``(state, state)``, symmetric positive semi-definite.
-    """
-
-    mean: Float[Array, " state"]
-    cov: Float[Array, "state state"]
-
-
-class SqrtGaussian(NamedTuple):
-    r"""A Gaussian belief :math:`\mathcal N(m, L L^\top)` in square-root form.
-
-    Attributes:
-        mean: :math:`m`, shape ``(state,)``.
-        chol: :math:`L`, shape ``(state, state)``, lower triangular with a
-            non-negative diagonal.
-    """
-
-    mean: Float[Array, " state"]
-    chol: Float[Array, "state state"]
-
-    @property
-    def cov(self) -> Float[Array, "state state"]:
-        r"""The covariance :math:`L L^\top` (computed on access)."""
-        return self.chol @ jnp.swapaxes(self.chol, -1, -2)
-
-
-Belief = Gaussian | SqrtGaussian
+__all__ = ["AssociativeForm", "Filter", "FilterResult", "UpdateInfo"]
 
 
 class UpdateInfo(NamedTuple):
@@ -82,6 +37,28 @@ class UpdateInfo(NamedTuple):
     innovation_cov: Float[Array, "obs obs"] | None
 
 
+class AssociativeForm(NamedTuple):
+    r"""A filter's temporally parallel form: elements, a combine and a finish.
+
+    ``run(filter, prior, xs, parallel=True)`` computes
+    ``finish(prior, xs, lax.associative_scan(combine, elements(prior, xs)))``:
+    the span is :math:`O(\log T)` instead of :math:`O(T)`.
+
+    Attributes:
+        elements: ``elements(prior, xs) -> elems``, one element per step, every
+            leaf with a leading ``time`` axis.
+        combine: ``combine(earlier, later) -> elems``, associative, applied by
+            ``lax.associative_scan`` to stacks of elements (so it works on a
+            leading batch axis, like the function ``associative_scan`` takes).
+        finish: ``finish(prior, xs, prefix) -> FilterResult``: the result of the
+            run from the prefix-combined elements.
+    """
+
+    elements: Callable[[Any, Any], Any]
+    combine: Callable[[Any, Any], Any]
+    finish: Callable[[Any, Any, Any], Any]
+
+
 class Filter(NamedTuple):
     """A filter as a pair of pure functions (the optax ``init``/``update`` idiom).
 
@@ -90,14 +67,14 @@ class Filter(NamedTuple):
             For the Kalman filters the state is the belief itself.
         step: ``step(state, inputs) -> (state, info)``: one predict-then-update
             step on one time slice of the inputs (see :func:`kalmanjax.run`).
-        parallel: optional ``parallel(prior, xs) -> FilterResult``, the same filter
-            over a whole sequence with a temporally parallel scan; used by
-            ``run(..., parallel=True)``. ``None`` when the filter has none.
+        associative: optional :class:`AssociativeForm`, the same filter over a
+            whole sequence as a parallel prefix scan, used by
+            ``run(..., parallel=True)``; ``None`` when the filter has none.
     """
 
     init: Callable[[Any], Any]
     step: Callable[[Any, Any], tuple[Any, Any]]
-    parallel: Callable[[Any, Any], Any] | None = None
+    associative: AssociativeForm | None = None
 
 
 class FilterResult(NamedTuple):
@@ -116,21 +93,3 @@ class FilterResult(NamedTuple):
     final: Any
     states: Any
     infos: Any
-
-
-def to_sqrt(belief: Belief) -> SqrtGaussian:
-    """Convert a belief to square-root form.
-
-    The factor is the Cholesky factor of the covariance, or for a singular
-    covariance a lower-triangular factor from its eigendecomposition.
-    """
-    if isinstance(belief, SqrtGaussian):
-        return belief
-    return SqrtGaussian(mean=belief.mean, chol=GENERAL.psd_cholesky(belief.cov))
-
-
-def to_dense(belief: Belief) -> Gaussian:
-    """Convert a belief to covariance form."""
-    if isinstance(belief, Gaussian):
-        return belief
-    return Gaussian(mean=belief.mean, cov=belief.cov)

@@ -1,4 +1,4 @@
-r"""Linear Kalman steps (dense, Joseph and square-root forms) and ``kalman_filter``.
+r"""Linear Kalman steps: predict and update in dense, Joseph and square-root forms.
 
 One step of the filter is predict, then update:
 
@@ -29,35 +29,47 @@ from typing import Literal
 
 import jax.numpy as jnp
 
-from . import _checks
-from ._base import Filter, Gaussian, SqrtGaussian, UpdateInfo, to_dense, to_sqrt
-from ._linalg import GENERAL, LinalgOps, choose_ops, logdet_from_chol, mT, symmetrize
-from .models import (
-    DynamicsLike,
-    LinearDynamics,
-    LinearObservation,
-    ObservationLike,
-    get_obs,
-    resolve,
-)
+from ..core import checks
+from ..core.beliefs import Gaussian, SqrtGaussian
+from ..core.filter import UpdateInfo
+from ..core.linalg import LinalgOps, choose_ops, logdet_from_chol, mT, symmetrize
+from ..core.models import LinearDynamics, LinearObservation
 
-__all__ = ["FORMS", "kalman_filter", "predict", "update"]
+__all__ = [
+    "FORMS",
+    "LOG_2PI",
+    "linear_predict",
+    "linear_update",
+    "mask_missing",
+    "predict",
+    "update",
+    "zeros_if_none",
+]
 
 Form = Literal["dense", "joseph", "sqrt"]
 #: The covariance forms :func:`kalman_filter` accepts.
 FORMS = ("dense", "joseph", "sqrt")
 
-_LOG_2PI = math.log(2.0 * math.pi)
+#: :math:`\log 2\pi`, the constant of a Gaussian log-density.
+LOG_2PI = math.log(2.0 * math.pi)
 
 
-def _zeros_if_none(v, n, dtype):
+def zeros_if_none(v, n, dtype):
+    """``v``, or a zero vector of length ``n`` when ``v`` is None (an absent offset)."""
     return jnp.zeros((n,), dtype) if v is None else v
 
 
 # ------------------------------------------------------------------------ predict
 
 
-def _predict(belief, dyn: LinearDynamics, ops: LinalgOps, chol_q=None, sym=True):
+def linear_predict(
+    belief, dyn: LinearDynamics, ops: LinalgOps, chol_q=None, sym: bool = True
+):
+    """:func:`predict` without the checks, with ``ops`` chosen by the caller.
+
+    ``chol_q`` is a precomputed factor of ``Q`` (square-root form); ``sym=False``
+    skips the symmetrisation when an update follows and symmetrises anyway.
+    """
     F = dyn.F
     mean = ops.matmul(F, belief.mean)
     if dyn.b is not None:
@@ -102,28 +114,28 @@ def predict(
         [5.0, 5.0]
     """
     owner = "kalmanjax.predict"
-    n, dtype = _checks.check_belief(belief, owner)
-    _checks.check_dynamics(dynamics, n, dtype, owner)
-    return _predict(belief, dynamics, choose_ops(fast, n))
+    n, dtype = checks.check_belief(belief, owner)
+    checks.check_dynamics(dynamics, n, dtype, owner)
+    return linear_predict(belief, dynamics, choose_ops(fast, n))
 
 
 # ------------------------------------------------------------------------- update
 
 
-def _mask_missing(obs, model: LinearObservation, dtype):
+def mask_missing(obs, model: LinearObservation, dtype):
     """Zero out NaN dimensions so the update equals dropping them."""
     m = model.H.shape[0]
     observed = ~jnp.isnan(obs)
     y = jnp.where(observed, obs, 0.0).astype(dtype)
     H = jnp.where(observed[:, None], model.H, 0.0).astype(dtype)
-    d = jnp.where(observed, _zeros_if_none(model.d, m, dtype), 0.0).astype(dtype)
+    d = jnp.where(observed, zeros_if_none(model.d, m, dtype), 0.0).astype(dtype)
     both = observed[:, None] & observed[None, :]
     R = jnp.where(both, model.R, jnp.eye(m, dtype=dtype)).astype(dtype)
     num_observed = jnp.sum(observed).astype(dtype)
     return y, H, R, d, num_observed
 
 
-def _update(
+def linear_update(
     belief,
     obs,
     model: LinearObservation,
@@ -132,18 +144,19 @@ def _update(
     missing: bool,
     predicted=None,
 ):
-    """The linear update.
+    """:func:`update` without the checks, with ``ops`` chosen by the caller.
 
-    ``predicted`` (if given) replaces :math:`H m^- + d`: the EKF passes
-    :math:`h(m^-)` itself rather than ``d = h(m^-) - H m^-``.
+    ``predicted`` (if given) replaces :math:`H m^- + d` as the predicted
+    observation: a linearised model passes its own prediction, e.g.
+    :math:`h(x_i) + H (m^- - x_i)` (see :mod:`kalmanjax.steps.linearize`).
     """
     dtype = belief.mean.dtype
     m = model.H.shape[0]
     if missing:
-        y, H, R, d, num_observed = _mask_missing(obs, model, dtype)
+        y, H, R, d, num_observed = mask_missing(obs, model, dtype)
     else:
         y, H, R = obs, model.H, model.R
-        d, num_observed = _zeros_if_none(model.d, m, dtype), m
+        d, num_observed = zeros_if_none(model.d, m, dtype), m
     chol_r = ops.cholesky(R)
     if predicted is None:
         innovation = y - ops.matmul(H, belief.mean) - d
@@ -182,7 +195,7 @@ def _update(
 
     logdet_s = logdet_from_chol(chol_s)
     info = UpdateInfo(
-        log_likelihood=-0.5 * (jnp.sum(z * z) + logdet_s + num_observed * _LOG_2PI),
+        log_likelihood=-0.5 * (jnp.sum(z * z) + logdet_s + num_observed * LOG_2PI),
         information_gain=0.5 * (logdet_s - logdet_from_chol(chol_r)),
         innovation=innovation,
         innovation_cov=innovation_cov,
@@ -231,106 +244,9 @@ def update(
         ([1.0], [[0.5]])
     """
     owner = "kalmanjax.update"
-    n, dtype = _checks.check_belief(belief, owner)
-    m = _checks.check_observation(observation, n, dtype, owner)
-    _checks.check_obs(obs, m, dtype, owner)
-    return _update(belief, obs, observation, choose_ops(fast, n, m), joseph, missing)
-
-
-# ------------------------------------------------------------------------ filters
-
-
-def kalman_filter(
-    dynamics: DynamicsLike,
-    observation: ObservationLike,
-    *,
-    form: Form = "dense",
-    missing: bool = True,
-    fast: bool | None = None,
-) -> Filter:
-    r"""Build the linear Kalman filter as a :class:`Filter` ``(init, step)``.
-
-    ``step(belief, inputs)`` predicts from :math:`x_{t-1}` to :math:`x_t` and then
-    conditions on :math:`y_t`; ``init(prior)`` returns the prior over :math:`x_0`
-    in the chosen form. See :func:`kalmanjax.run` for the time convention.
-
-    Args:
-        dynamics: a ``LinearDynamics``, or a function ``inputs -> LinearDynamics``
-            called on every step (time-varying models; see :mod:`kalmanjax.models`).
-        observation: a ``LinearObservation`` or a function ``inputs ->
-            LinearObservation``.
-        form: ``"dense"`` (:math:`P - KSK^\top`), ``"joseph"`` or ``"sqrt"``
-            (Cholesky factors and QR triangularisation; the most robust in float32).
-        missing: treat NaN entries of the observations as not observed (default).
-            Pass ``False`` only for data without NaNs (a NaN then propagates): the
-            covariance recursion then no longer depends on the data, so ``vmap``
-            over sequences of one model computes it once for the whole batch
-            (see the benchmarks), and the step drops the masking work.
-        fast: use the elementwise small-state kernels; ``None`` (default) chooses
-            them from the static shapes when ``state`` and ``obs`` are at most 8.
-
-    Returns:
-        A ``Filter``. Its state is the belief (``Gaussian``, or ``SqrtGaussian``
-        for ``form="sqrt"``); its info is an :class:`UpdateInfo`.
-
-    Raises:
-        ValueError: on an unknown ``form`` or inconsistent model shapes.
-
-    Examples:
-        >>> import jax.numpy as jnp
-        >>> import kalmanjax as kj
-        >>> dyn = kj.LinearDynamics(F=jnp.eye(2), Q=0.01 * jnp.eye(2))
-        >>> obs = kj.LinearObservation(H=jnp.eye(1, 2), R=jnp.eye(1))
-        >>> filt = kj.kalman_filter(dyn, obs, form="sqrt")
-        >>> prior = kj.Gaussian(mean=jnp.zeros(2), cov=jnp.eye(2))
-        >>> result = kj.run(filt, prior, jnp.ones((10, 1)))
-        >>> result.states.mean.shape, result.infos.log_likelihood.shape
-        ((10, 2), (10,))
-    """
-    if form not in FORMS:
-        raise ValueError(f"kalman_filter: form must be one of {FORMS}, got {form!r}")
-    owner = "kalman_filter"
-    sqrt = form == "sqrt"
-    chol_q = None
-    if isinstance(dynamics, LinearDynamics):
-        n = _checks.check_square(dynamics.F, "dynamics.F", owner)
-        dtype = jnp.result_type(dynamics.F)
-        _checks.check_dynamics(dynamics, n, dtype, owner, ref="dynamics.F")
-        if sqrt:  # time-invariant Q: factor it once, outside the scan
-            chol_q = GENERAL.psd_cholesky(dynamics.Q)
-    if isinstance(observation, LinearObservation):
-        _checks.check_square(observation.R, "observation.R", owner)
-
-    def init(prior: Gaussian | SqrtGaussian) -> Gaussian | SqrtGaussian:
-        _checks.check_belief(prior, "kalman_filter.init")
-        return to_sqrt(prior) if sqrt else to_dense(prior)
-
-    def step(belief, inputs):
-        step_owner = "kalman_filter.step"
-        n, dtype = _checks.check_belief(belief, step_owner)
-        obs = get_obs(inputs)
-        dyn = resolve(dynamics, inputs)
-        obs_model = resolve(observation, inputs)
-        _checks.check_dynamics(dyn, n, dtype, step_owner)
-        m = _checks.check_observation(obs_model, n, dtype, step_owner)
-        _checks.check_obs(obs, m, dtype, step_owner)
-        ops = choose_ops(fast, n, m)
-        predicted = _predict(belief, dyn, ops, chol_q, sym=False)
-        return _update(predicted, obs, obs_model, ops, form == "joseph", missing)
-
-    def parallel(prior, xs):
-        from .parallel import parallel_filter  # noqa: PLC0415  (parallel imports us)
-
-        n = prior.mean.shape[-1]
-        m = jnp.shape(get_obs(xs))[-1]
-        return parallel_filter(
-            dynamics,
-            observation,
-            prior,
-            xs,
-            form=form,
-            missing=missing,
-            ops=choose_ops(fast, n, m),
-        )
-
-    return Filter(init=init, step=step, parallel=parallel)
+    n, dtype = checks.check_belief(belief, owner)
+    m = checks.check_observation(observation, n, dtype, owner)
+    checks.check_obs(obs, m, dtype, owner)
+    return linear_update(
+        belief, obs, observation, choose_ops(fast, n, m), joseph, missing
+    )

@@ -1,8 +1,15 @@
 r"""Linearisation of a function at a point: its value and Jacobian in one pass.
 
-The building block of the extended and iterated Kalman filters
-(:mod:`kalmanjax.ekf`) and of the categorical token update
-(:mod:`kalmanjax.categorical`).
+The building block of the extended and iterated Kalman updates
+(:mod:`kalmanjax.steps.nonlinear`), of the categorical token update
+(:mod:`kalmanjax.steps.categorical`) and of the degenerate limits
+(:mod:`kalmanjax.limits`).
+
+One convention for every linearised observation: :math:`h` linearised at a point
+:math:`x_i` predicts :math:`h(x_i) + H (m^- - x_i)` for the predicted mean
+:math:`m^-` (:func:`linearized_prediction`); at :math:`x_i = m^-` that is
+:math:`h(m^-)` itself, never :math:`H m^- + (h(m^-) - H m^-)`, which loses the
+digits of :math:`h(m^-)` to cancellation when :math:`|H m^-|` is large.
 """
 
 from __future__ import annotations
@@ -11,11 +18,10 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import jax
-import numpy as np
 from jax import lax
 from jaxtyping import Array, Float
 
-__all__ = ["METHODS", "check_num_iter", "iterate_linearization", "linearize"]
+__all__ = ["METHODS", "iterate_linearization", "linearize", "linearized_prediction"]
 
 Method = Literal["jacfwd", "jacrev"]
 #: The Jacobian methods :func:`linearize` accepts.
@@ -82,7 +88,19 @@ def iterate_linearization(
     return posterior, info
 
 
-def check_num_iter(num_iter: Any, owner: str) -> None:
-    """Raise unless ``num_iter`` is a (static) integer >= 1."""
-    if not isinstance(num_iter, int | np.integer) or num_iter < 1:
-        raise ValueError(f"{owner}: num_iter must be an integer >= 1, got {num_iter!r}")
+def linearized_prediction(
+    value: Array, jacobian: Array, point: Array, mean: Array
+) -> Array:
+    r"""The prediction :math:`h(x_i) + H (m - x_i)` of ``h`` linearised at ``point``.
+
+    Args:
+        value: :math:`h(x_i)`, shape ``(obs,)``.
+        jacobian: :math:`H = \partial h / \partial x` at :math:`x_i`,
+            shape ``(obs, state)``.
+        point: :math:`x_i`, shape ``(state,)``.
+        mean: :math:`m`, shape ``(state,)``.
+
+    Returns:
+        Shape ``(obs,)``; exactly ``value`` when ``point`` equals ``mean``.
+    """
+    return value + jacobian @ (mean - point)

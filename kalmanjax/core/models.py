@@ -1,4 +1,4 @@
-r"""Linear-Gaussian model pieces and the per-step inputs convention.
+r"""Model pieces (linear, nonlinear, categorical) and the per-step inputs convention.
 
 Notation (used everywhere in kalmanjax):
 
@@ -34,7 +34,14 @@ from typing import Any, NamedTuple
 
 from jaxtyping import Array, ArrayLike, Float
 
-__all__ = ["LinearDynamics", "LinearObservation", "get_obs"]
+__all__ = [
+    "CategoricalObservation",
+    "LinearDynamics",
+    "LinearObservation",
+    "NonlinearDynamics",
+    "NonlinearObservation",
+    "get_obs",
+]
 
 
 class LinearDynamics(NamedTuple):
@@ -63,6 +70,46 @@ class LinearObservation(NamedTuple):
     H: Float[Array, "obs state"]
     R: Float[Array, "obs obs"]
     d: Float[Array, " obs"] | None = None
+
+
+class NonlinearDynamics(NamedTuple):
+    r"""Transition :math:`x_t = f(x_{t-1}, u_t) + w,\ w \sim N(0, Q)`.
+
+    Attributes:
+        fn: ``fn(x, inputs) -> x_next``, ``(state,) -> (state,)``; ``inputs`` is
+            the step's slice of ``xs``.
+        Q: process-noise covariance, shape ``(state, state)``, PSD (may be 0).
+    """
+
+    fn: Callable[[Array, Any], Array]
+    Q: Float[Array, "state state"]
+
+
+class NonlinearObservation(NamedTuple):
+    r"""Observation :math:`y_t = h(x_t, u_t) + v,\ v \sim N(0, R)`.
+
+    Attributes:
+        fn: ``fn(x, inputs) -> y_pred``, ``(state,) -> (obs,)``.
+        R: observation-noise covariance, shape ``(obs, obs)``, positive definite.
+    """
+
+    fn: Callable[[Array, Any], Array]
+    R: Float[Array, "obs obs"]
+
+
+class CategoricalObservation(NamedTuple):
+    r"""A next-token observation, moment-matched.
+
+    See :mod:`kalmanjax.steps.categorical` for the update;
+    :math:`y_t \sim \operatorname{Cat}(\operatorname{softmax}(z(\theta, u_t)))`.
+
+    Attributes:
+        fn: ``fn(x, inputs) -> logits``, ``(state,) -> (vocab,)``.
+        jitter: :math:`\epsilon` added to the diagonal of :math:`R`.
+    """
+
+    fn: Callable[[Array, Any], Array]
+    jitter: float = 1e-6
 
 
 DynamicsLike = LinearDynamics | Callable[[Any], LinearDynamics]

@@ -1,0 +1,34 @@
+"""Layer 0, the atoms: beliefs, models, filter types, linear algebra, checks, batching.
+
+Nothing here imports another layer. See :mod:`kalmanjax.core.beliefs` for what a
+new belief form provides.
+"""
+
+from .beliefs import Belief, Gaussian, SqrtGaussian, to_dense, to_sqrt
+from .filter import AssociativeForm, Filter, FilterResult, UpdateInfo
+from .models import (
+    CategoricalObservation,
+    LinearDynamics,
+    LinearObservation,
+    NonlinearDynamics,
+    NonlinearObservation,
+    get_obs,
+)
+
+__all__ = [
+    "AssociativeForm",
+    "Belief",
+    "CategoricalObservation",
+    "Filter",
+    "FilterResult",
+    "Gaussian",
+    "LinearDynamics",
+    "LinearObservation",
+    "NonlinearDynamics",
+    "NonlinearObservation",
+    "SqrtGaussian",
+    "UpdateInfo",
+    "get_obs",
+    "to_dense",
+    "to_sqrt",
+]

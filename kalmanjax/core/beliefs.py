@@ -1,0 +1,99 @@
+r"""Beliefs: the Gaussian forms a filter carries, and the contract a new form meets.
+
+Dimension names (used in every shape in kalmanjax): ``state`` (the latent state or
+adaptation vector, :math:`k` or :math:`d`), ``obs`` (one observation), ``time``
+(a leading axis of stacked steps, length ``T``), ``param`` (a flat parameter
+vector), ``vocab`` (a token vocabulary) and ``batch``.
+
+Two forms exist: :class:`Gaussian` (mean and covariance) and :class:`SqrtGaussian`
+(mean and a lower-triangular factor :math:`L`, :math:`P = L L^\top`). Both are
+NamedTuples of arrays, so a belief, and a stack of beliefs with a leading
+``time`` axis, is a pytree that ``jit``, ``vmap`` and ``lax.scan`` accept.
+
+**What a new belief form provides** (a diagonal or low-rank-plus-diagonal
+covariance, say). The drivers (:mod:`kalmanjax.drivers`) never look inside a
+belief, so a new form touches no driver. It provides:
+
+1. *Here, in the atoms layer*: a NamedTuple with a ``mean`` field of shape
+   ``(state,)`` and the arrays of its covariance structure (each with the state
+   axis first, so a stack over ``time`` is ``(time, state, ...)``); a ``cov``
+   property returning the dense ``(state, state)`` covariance (for tests and
+   diagnostics at small ``state``; a large form may document that it is costly);
+   and a branch in :func:`to_dense` (and in :func:`to_sqrt` where it converts).
+   :func:`kalmanjax.core.checks.check_belief` validates ``mean`` and the factor
+   field (``cov`` or ``chol`` here; a new form adds its own).
+2. *In the steps layer* (:mod:`kalmanjax.steps`): ``predict(belief, dynamics)``
+   and an update ``(belief, obs, model) -> (belief, UpdateInfo)`` for that form,
+   reporting the :class:`~kalmanjax.UpdateInfo` fields (log-likelihood and
+   information gain at least) in the belief's dtype; NaN observations are missing
+   and leave the belief unchanged in those dimensions.
+3. *In the filters layer*: a factory returning ``Filter(init, step)`` whose
+   ``init`` converts a prior to the form and whose ``step`` predicts then updates;
+   optionally an :class:`~kalmanjax.AssociativeForm` for ``run(parallel=True)``.
+
+Every filter factory is run through one contract (``tests/test_contract.py``):
+stable tree structure, dtype in = dtype out, symmetric PSD covariances, one trace
+under ``jit``, ``vmap`` equal to a loop, finite gradients of the log-likelihood.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .linalg import GENERAL
+
+__all__ = ["Belief", "Gaussian", "SqrtGaussian", "to_dense", "to_sqrt"]
+
+
+class Gaussian(NamedTuple):
+    r"""A Gaussian belief :math:`\mathcal N(m, P)` in covariance form.
+
+    Attributes:
+        mean: :math:`m`, shape ``(state,)``.
+        cov: :math:`P`, shape ``(state, state)``, symmetric positive semi-definite.
+    """
+
+    mean: Float[Array, " state"]
+    cov: Float[Array, "state state"]
+
+
+class SqrtGaussian(NamedTuple):
+    r"""A Gaussian belief :math:`\mathcal N(m, L L^\top)` in square-root form.
+
+    Attributes:
+        mean: :math:`m`, shape ``(state,)``.
+        chol: :math:`L`, shape ``(state, state)``, lower triangular with a
+            non-negative diagonal.
+    """
+
+    mean: Float[Array, " state"]
+    chol: Float[Array, "state state"]
+
+    @property
+    def cov(self) -> Float[Array, "state state"]:
+        r"""The covariance :math:`L L^\top` (computed on access)."""
+        return self.chol @ jnp.swapaxes(self.chol, -1, -2)
+
+
+Belief = Gaussian | SqrtGaussian
+
+
+def to_sqrt(belief: Belief) -> SqrtGaussian:
+    """Convert a belief to square-root form.
+
+    The factor is the Cholesky factor of the covariance, or for a singular
+    covariance a lower-triangular factor from its eigendecomposition.
+    """
+    if isinstance(belief, SqrtGaussian):
+        return belief
+    return SqrtGaussian(mean=belief.mean, chol=GENERAL.psd_cholesky(belief.cov))
+
+
+def to_dense(belief: Belief) -> Gaussian:
+    """Convert a belief to covariance form."""
+    if isinstance(belief, Gaussian):
+        return belief
+    return Gaussian(mean=belief.mean, cov=belief.cov)

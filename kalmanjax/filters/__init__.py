@@ -1,0 +1,12 @@
+"""Layer 2, filter factories: ``Filter(init, step)`` pairs built from the steps."""
+
+from .extended import extended_kalman_filter
+from .kalman import kalman_filter
+from .regression import regression_design, regression_filter
+
+__all__ = [
+    "extended_kalman_filter",
+    "kalman_filter",
+    "regression_design",
+    "regression_filter",
+]

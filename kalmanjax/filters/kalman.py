@@ -1,0 +1,216 @@
+r"""The linear Kalman filter as a ``Filter``, with its temporally parallel form.
+
+``kalman_filter(...).step`` is predict then update (:mod:`kalmanjax.steps.linear`);
+``kalman_filter(...).associative`` is the same filter as elements and a combine
+for a parallel prefix scan (:mod:`kalmanjax.steps.associative`), which
+``run(..., parallel=True)`` applies.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ..core import checks
+from ..core.batching import batched, lapack_flops
+from ..core.beliefs import Gaussian, SqrtGaussian, to_dense, to_sqrt
+from ..core.filter import AssociativeForm, Filter, FilterResult
+from ..core.linalg import GENERAL, choose_ops
+from ..core.models import (
+    DynamicsLike,
+    LinearDynamics,
+    LinearObservation,
+    ObservationLike,
+    get_obs,
+    resolve,
+)
+from ..steps.associative import (
+    FilterElement,
+    combine_dense,
+    combine_sqrt,
+    filter_element,
+)
+from ..steps.linear import FORMS, Form, linear_predict, linear_update, zeros_if_none
+
+__all__ = ["kalman_filter"]
+
+
+def kalman_filter(
+    dynamics: DynamicsLike,
+    observation: ObservationLike,
+    *,
+    form: Form = "dense",
+    missing: bool = True,
+    fast: bool | None = None,
+) -> Filter:
+    r"""Build the linear Kalman filter as a :class:`Filter` ``(init, step)``.
+
+    ``step(belief, inputs)`` predicts from :math:`x_{t-1}` to :math:`x_t` and then
+    conditions on :math:`y_t`; ``init(prior)`` returns the prior over :math:`x_0`
+    in the chosen form. See :func:`kalmanjax.run` for the time convention.
+
+    Args:
+        dynamics: a ``LinearDynamics``, or a function ``inputs -> LinearDynamics``
+            called on every step (time-varying models; see
+            :mod:`kalmanjax.core.models`).
+        observation: a ``LinearObservation`` or a function ``inputs ->
+            LinearObservation``.
+        form: ``"dense"`` (:math:`P - KSK^\top`), ``"joseph"`` or ``"sqrt"``
+            (Cholesky factors and QR triangularisation; the most robust in float32).
+        missing: treat NaN entries of the observations as not observed (default).
+            Pass ``False`` only for data without NaNs (a NaN then propagates): the
+            covariance recursion then no longer depends on the data, so ``vmap``
+            over sequences of one model computes it once for the whole batch
+            (see the benchmarks), and the step drops the masking work.
+        fast: use the elementwise small-state kernels; ``None`` (default) chooses
+            them from the static shapes when ``state`` and ``obs`` are at most 8.
+
+    Returns:
+        A ``Filter``. Its state is the belief (``Gaussian``, or ``SqrtGaussian``
+        for ``form="sqrt"``); its info is an :class:`UpdateInfo`.
+
+    Raises:
+        ValueError: on an unknown ``form`` or inconsistent model shapes.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import kalmanjax as kj
+        >>> dyn = kj.LinearDynamics(F=jnp.eye(2), Q=0.01 * jnp.eye(2))
+        >>> obs = kj.LinearObservation(H=jnp.eye(1, 2), R=jnp.eye(1))
+        >>> filt = kj.kalman_filter(dyn, obs, form="sqrt")
+        >>> prior = kj.Gaussian(mean=jnp.zeros(2), cov=jnp.eye(2))
+        >>> result = kj.run(filt, prior, jnp.ones((10, 1)))
+        >>> result.states.mean.shape, result.infos.log_likelihood.shape
+        ((10, 2), (10,))
+    """
+    if form not in FORMS:
+        raise ValueError(f"kalman_filter: form must be one of {FORMS}, got {form!r}")
+    owner = "kalman_filter"
+    sqrt = form == "sqrt"
+    chol_q = None
+    if isinstance(dynamics, LinearDynamics):
+        n = checks.check_square(dynamics.F, "dynamics.F", owner)
+        dtype = jnp.result_type(dynamics.F)
+        checks.check_dynamics(dynamics, n, dtype, owner, ref="dynamics.F")
+        if sqrt:  # time-invariant Q: factor it once, outside the scan
+            chol_q = GENERAL.psd_cholesky(dynamics.Q)
+    if isinstance(observation, LinearObservation):
+        checks.check_square(observation.R, "observation.R", owner)
+
+    def init(prior: Gaussian | SqrtGaussian) -> Gaussian | SqrtGaussian:
+        checks.check_belief(prior, "kalman_filter.init")
+        return to_sqrt(prior) if sqrt else to_dense(prior)
+
+    def step(belief, inputs):
+        step_owner = "kalman_filter.step"
+        n, dtype = checks.check_belief(belief, step_owner)
+        obs = get_obs(inputs)
+        dyn = resolve(dynamics, inputs)
+        obs_model = resolve(observation, inputs)
+        checks.check_dynamics(dyn, n, dtype, step_owner)
+        m = checks.check_observation(obs_model, n, dtype, step_owner)
+        checks.check_obs(obs, m, dtype, step_owner)
+        ops = choose_ops(fast, n, m)
+        predicted = linear_predict(belief, dyn, ops, chol_q, sym=False)
+        return linear_update(predicted, obs, obs_model, ops, form == "joseph", missing)
+
+    associative = _associative_form(dynamics, observation, form, missing, fast)
+    return Filter(init=init, step=step, associative=associative)
+
+
+# ------------------------------------------------------------ the parallel form
+
+
+def _per_step(model, xs):
+    """Return ``(model values, vmap axis)`` for a model.
+
+    Stacked over time if ``model`` is a function of the inputs, else the fixed model
+    itself with axis ``None`` (never copied T times).
+    """
+    if callable(model):
+        return jax.vmap(lambda u: resolve(model, u))(xs), 0
+    return model, None
+
+
+def _at(tree, axis, t):
+    return tree if axis is None else jax.tree_util.tree_map(lambda a: a[t], tree)
+
+
+def _associative_form(dynamics, observation, form, missing, fast) -> AssociativeForm:
+    r"""The filter as a parallel prefix scan (Sarkka & Garcia-Fernandez 2021).
+
+    ``elements`` conditions each step's transition on its observation
+    (:func:`~kalmanjax.steps.associative.filter_element`; the first step
+    conditions the predicted prior instead), ``combine`` is the dense or
+    square-root combine, and ``finish`` reads the filtered beliefs off the prefix
+    and recomputes each step's update from its predecessor with one batched
+    sequential update, so the infos are exactly the sequential filter's.
+    """
+    sqrt = form == "sqrt"
+    owner = "kalman_filter (parallel)"
+
+    def setup(prior, xs):
+        n, dtype = checks.check_belief(prior, owner)
+        obs = get_obs(xs)
+        dyn, dyn_axis = _per_step(dynamics, xs)
+        obs_model, obs_axis = _per_step(observation, xs)
+        first_dyn, first_obs = _at(dyn, dyn_axis, 0), _at(obs_model, obs_axis, 0)
+        checks.check_dynamics(first_dyn, n, dtype, owner)
+        m = checks.check_observation(first_obs, n, dtype, owner)
+        checks.check_obs(obs[0], m, dtype, owner)
+        ops = choose_ops(fast, n, m)
+        prior = to_sqrt(prior) if sqrt else to_dense(prior)
+
+        def vmapped(fn, in_axes):
+            return batched(fn, lapack_flops(n), in_axes=in_axes, lapack=ops is GENERAL)
+
+        models = (dyn, obs_model, obs), (dyn_axis, obs_axis, 0)
+        return prior, ops, models, (first_dyn, first_obs), vmapped
+
+    def elements(prior, xs):
+        prior, ops, (models, axes), (first_dyn, first_obs), vmapped = setup(prior, xs)
+        n, dtype = prior.mean.shape[0], prior.mean.dtype
+
+        def generic(d_t: LinearDynamics, o_t: LinearObservation, y_t):
+            offset = zeros_if_none(d_t.b, n, dtype)
+            noise = ops.psd_cholesky(d_t.Q) if sqrt else d_t.Q
+            return filter_element(offset, noise, d_t.F, o_t, y_t, ops, missing, sqrt)
+
+        elems = vmapped(generic, axes)(*models)
+        # the first step conditions the predicted prior instead: A = 0, eta = 0, J = 0
+        predicted0 = linear_predict(prior, first_dyn, ops)
+        cov0 = predicted0.chol if sqrt else predicted0.cov
+        zero = jnp.zeros((n, n), dtype)
+        y0 = models[2][0]
+        first = filter_element(
+            predicted0.mean, cov0, zero, first_obs, y0, ops, missing, sqrt
+        )
+        first = first._replace(eta=jnp.zeros((n,), dtype), J=zero)
+        return jax.tree_util.tree_map(lambda a, f: a.at[0].set(f), elems, first)
+
+    def combine(earlier: FilterElement, later: FilterElement) -> FilterElement:
+        n = earlier.b.shape[-1]
+        ops = choose_ops(fast, n)  # the combine only sees (state, state) matrices
+        pair = combine_sqrt if sqrt else combine_dense
+        return batched(
+            lambda a, b: pair(a, b, ops), lapack_flops(n), lapack=ops is GENERAL
+        )(earlier, later)
+
+    def finish(prior, xs, prefix: FilterElement) -> FilterResult:
+        prior, ops, (models, axes), _, vmapped = setup(prior, xs)
+        filtered = (SqrtGaussian if sqrt else Gaussian)(prefix.b, prefix.C)
+        # every step's prediction is now known: one batched sequential update gives
+        # the filtered beliefs and the infos exactly as the sequential filter does
+        previous = jax.tree_util.tree_map(
+            lambda p, f: jnp.concatenate([p[None], f[:-1]], axis=0), prior, filtered
+        )
+
+        def step(belief, d_t, o_t, y_t):
+            predicted = linear_predict(belief, d_t, ops, sym=False)
+            return linear_update(predicted, y_t, o_t, ops, form == "joseph", missing)
+
+        states, infos = vmapped(step, (0, *axes))(previous, *models)
+        final = jax.tree_util.tree_map(lambda a: a[-1], states)
+        return FilterResult(final=final, states=states, infos=infos)
+
+    return AssociativeForm(elements=elements, combine=combine, finish=finish)

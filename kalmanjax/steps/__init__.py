@@ -1,0 +1,22 @@
+"""Layer 1, pure steps: predict, update, linearise, backward kernels, elements.
+
+Each function maps a belief (and a model, an observation) to a belief; nothing
+here scans over time. The public, checked steps are re-exported by
+:mod:`kalmanjax`; the unchecked ones (``linear_update``, ...) are the pieces the
+filters layer composes.
+"""
+
+from .categorical import categorical_update
+from .linear import FORMS, predict, update
+from .linearize import linearize
+from .nonlinear import ekf_predict, ekf_update
+
+__all__ = [
+    "FORMS",
+    "categorical_update",
+    "ekf_predict",
+    "ekf_update",
+    "linearize",
+    "predict",
+    "update",
+]
