@@ -1,1 +1,2 @@
-"""Benchmark scripts (run them as ``python benchmarks/<name>.py``)."""
+"""Benchmark scripts: run them from the repository root as
+``python -m benchmarks.<name>``."""

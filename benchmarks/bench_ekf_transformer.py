@@ -1,6 +1,6 @@
 """Benchmark: the EKF over an adaptation state inside a Flax transformer.
 
-Sections (JSON rows, ``section`` field):
+Sections (JSON rows, ``params.section``):
 
 * ``ekf_step``: one EKF step over :math:`\\theta \\in \\mathbb R^k` (linearise the
   network's output at one token with ``jacfwd`` or ``jacrev``, then the Kalman
@@ -17,32 +17,21 @@ Sections (JSON rows, ``section`` field):
 
 The network has the shape of the shipped in-context regression model (width 64,
 3 blocks, 4 heads, a 40-token prompt); weights are random (cost does not depend
-on them). Run ``python benchmarks/bench_ekf_transformer.py --help``.
+on them). Run ``python -m benchmarks.bench_ekf_transformer --help``.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-_ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
-
-import kalmanjax as kj  # noqa: E402
-from benchmarks import _harness as H  # noqa: E402
-from kalmanjax.nn import (  # noqa: E402
-    LowRankAdapter,
-    ResidualShift,
-    Transformer,
-    observation_fn,
-)
+import kalmanjax as kj
+from benchmarks import _harness as H
+from kalmanjax.nn import LowRankAdapter, ResidualShift, Transformer, observation_fn
 
 BENCHMARK = "bench_ekf_transformer"
 SITES = {"head.proj": LowRankAdapter, "block0": ResidualShift}
@@ -53,21 +42,26 @@ QUICK_VOCABS = [1_000, 3_000]
 METHODS = ("jacfwd", "jacrev")
 PROMPT_LEN = 40
 POSITION = 30  # the token whose output is linearised in the single-step rows
+WIDTH, DEPTH, HEADS = 64, 3, 4
+#: latent size of the categorical section
+CATEGORICAL_K = 16
 
 
 def make_network(seed: int = 0) -> Transformer:
+    """A random network of the shipped in-context model's shape."""
     return Transformer(
         output_dim=1,
         input_dim=6,
-        width=64,
-        depth=3,
-        heads=4,
+        width=WIDTH,
+        depth=DEPTH,
+        heads=HEADS,
         max_len=PROMPT_LEN,
         rngs=nnx.Rngs(seed),
     )
 
 
-def ekf_rows(ks, repeats, max_time_s, with_scan=True):
+def ekf_rows(ks, repeats, max_time_s, with_scan=True) -> list[dict[str, Any]]:
+    """The ``ekf_step`` rows: per site, k and Jacobian method, step vs forward."""
     net = make_network()
     prompt = jax.random.normal(jax.random.key(1), (PROMPT_LEN, 6))
     ys = jax.random.normal(jax.random.key(2), (PROMPT_LEN, 1))
@@ -110,38 +104,40 @@ def ekf_rows(ks, repeats, max_time_s, with_scan=True):
             for method in METHODS:
                 step_s = timed[f"step/{method}"]
                 scan_s = timed.get(f"scan/{method}", {"median": float("nan")})
+                ratio = step_s["median"] / fwd
                 rows.append(
-                    dict(
-                        section="ekf_step",
-                        site=site,
-                        k=k,
-                        method=method,
-                        forward_s=timed["forward"],
-                        step_s=step_s,
-                        per_token_in_scan_s=scan_s["median"] / PROMPT_LEN,
-                        ratio=step_s["median"] / fwd,
-                        ratio_in_scan=scan_s["median"] / PROMPT_LEN / fwd,
-                        target_ratio=k + 2,
-                        compile_forward_s=compile_s["forward"]["compile_s"],
-                        compile_step_s=compile_s[f"step/{method}"]["compile_s"],
-                        compile_scan_s=compile_s.get(f"scan/{method}", {}).get(
+                    {
+                        "params": {
+                            "section": "ekf_step",
+                            "site": site,
+                            "k": k,
+                            "method": method,
+                        },
+                        "forward_s": timed["forward"],
+                        "step_s": step_s,
+                        "per_token_in_scan_s": scan_s["median"] / PROMPT_LEN,
+                        "ratio": ratio,
+                        "ratio_in_scan": scan_s["median"] / PROMPT_LEN / fwd,
+                        "target_ratio": k + 2,
+                        "compile_forward_s": compile_s["forward"]["compile_s"],
+                        "compile_step_s": compile_s[f"step/{method}"]["compile_s"],
+                        "compile_scan_s": compile_s.get(f"scan/{method}", {}).get(
                             "compile_s"
                         ),
-                        finite=bool(np.all(np.isfinite(means[method]))),
-                        jacfwd_vs_jacrev_max_abs_diff=diff,
-                    )
+                        "finite": bool(np.all(np.isfinite(means[method]))),
+                        "jacfwd_vs_jacrev_max_abs_diff": diff,
+                    }
                 )
-                r = rows[-1]
-                print(
-                    f"{site:10s} k={k:3d} {method}: step/forward = {r['ratio']:.1f} "
-                    f"(per token in a scan {r['ratio_in_scan']:.1f}), "
-                    f"target <= {k + 2}",
-                    flush=True,
+                H.log(
+                    f"{site:10s} k={k:3d} {method}: step/forward = {ratio:.1f} "
+                    f"(per token in a scan {rows[-1]['ratio_in_scan']:.1f}), "
+                    f"target <= {k + 2}"
                 )
     return rows
 
 
-def categorical_rows(vocabs, k, repeats, max_time_s):
+def categorical_rows(vocabs, k, repeats, max_time_s) -> list[dict[str, Any]]:
+    """The ``categorical`` rows: time and temporary memory of one update per V."""
     rows = []
     for vocab in vocabs:
         kz, kc = jax.random.split(jax.random.key(vocab))
@@ -161,68 +157,69 @@ def categorical_rows(vocabs, k, repeats, max_time_s):
         mem = compiled.memory_analysis()
         temp = None if mem is None else int(mem.temp_size_in_bytes)
         rows.append(
-            dict(
-                section="categorical",
-                vocab=vocab,
-                k=k,
-                run_s=timed["run_s"],
-                compile_s=timed["compile_s"],
-                temp_bytes=temp,
-                finite=bool(np.all(np.isfinite(np.asarray(timed["out"][0].mean)))),
-            )
+            {
+                "params": {"section": "categorical", "vocab": vocab, "k": k},
+                "run_s": timed["run_s"],
+                "compile_s": timed["compile_s"],
+                "temp_bytes": temp,
+                "finite": bool(np.all(np.isfinite(np.asarray(timed["out"][0].mean)))),
+            }
         )
-        print(
+        H.log(
             f"categorical V={vocab:6d}: {timed['run_s']['median'] * 1e3:.2f} ms, "
-            f"temp {temp} B",
-            flush=True,
+            f"temp {temp} B"
         )
     return rows
 
 
-def linear_fit(xs, ys):
+def loglog_slope(xs, ys) -> float:
     """Slope of log y on log x (1 = linear scaling)."""
     return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="smoke sizes")
-    p.add_argument("--out", default=None, help="JSON path")
-    args = p.parse_args(argv)
+def parse_args(argv: list[str] | None):
+    """The harness's common arguments (no sizes: ``--quick`` picks them)."""
+    p = H.Parser(__doc__, repeats=(30, 3), max_time=(10.0, 1.0), seed=False)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark; return the payload written to ``<out>``."""
+    args = parse_args(argv)
     ks = QUICK_KS if args.quick else FULL_KS
     vocabs = QUICK_VOCABS if args.quick else FULL_VOCABS
-    repeats = 3 if args.quick else 30
-    max_time_s = 1.0 if args.quick else 10.0
-    rows = ekf_rows(ks, repeats, max_time_s, with_scan=not args.quick)
-    cat = categorical_rows(vocabs, 16, repeats, max_time_s)
-    times = [r["run_s"]["median"] for r in cat]
-    summary = dict(
-        categorical_time_loglog_slope=linear_fit(vocabs, times),
+    settings = H.settings(
+        args,
+        prompt_len=PROMPT_LEN,
+        position=POSITION,
+        width=WIDTH,
+        depth=DEPTH,
+        heads=HEADS,
+        ks=ks,
+        vocabs=vocabs,
+        categorical_k=CATEGORICAL_K,
+    )
+    out = H.Output(BENCHMARK, args, settings, packages=("flax",))
+    out.rows.extend(ekf_rows(ks, args.repeats, args.max_time, not args.quick))
+    out.save()
+    cat = categorical_rows(vocabs, CATEGORICAL_K, args.repeats, args.max_time)
+    out.rows.extend(cat)
+    temps = [r["temp_bytes"] for r in cat]
+    out.summary.update(
+        categorical_time_loglog_slope=loglog_slope(
+            vocabs, [r["run_s"]["median"] for r in cat]
+        ),
         categorical_memory_loglog_slope=(
-            linear_fit(vocabs, [r["temp_bytes"] for r in cat])
-            if all(r["temp_bytes"] for r in cat)
-            else None
+            loglog_slope(vocabs, temps) if all(temps) else None
         ),
         jacfwd_within_target={
-            f"{r['site']}/k={r['k']}": r["ratio"] <= r["target_ratio"]
-            for r in rows
-            if r["method"] == "jacfwd"
+            f"{r['params']['site']}/k={r['params']['k']}": r["ratio"]
+            <= r["target_ratio"]
+            for r in out.rows
+            if r["params"].get("method") == "jacfwd"
         },
     )
-    payload = dict(
-        benchmark=BENCHMARK,
-        schema_version=H.SCHEMA_VERSION,
-        quick=args.quick,
-        env=H.env_info(["flax"]),
-        settings=dict(prompt_len=PROMPT_LEN, position=POSITION, width=64, depth=3),
-        rows=rows + cat,
-        summary=summary,
-    )
-    suffix = "cpu" if jax.default_backend() == "cpu" else "gpu"
-    out = args.out or _ROOT / "benchmarks" / "results" / f"{BENCHMARK}_{suffix}.json"
-    H.write_json(out, payload)
-    print(f"wrote {out}")
-    return payload
+    return out.save(complete=True)
 
 
 if __name__ == "__main__":

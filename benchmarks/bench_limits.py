@@ -22,16 +22,13 @@ parameters, shape ``(k,)``. Rows:
 
 Per-step time is the median run time divided by ``T``; ``ratio_vs_optax_sgd``
 divides it by the ``optax_sgd`` row's at the same ``k``. Every row also records
-its maximum error against a NumPy float64 recursion (``tests/reference/limits.py``).
+its maximum error against the same recursion in NumPy float64 (:func:`references`).
 
-Run ``python benchmarks/bench_limits.py --help``.
+Run ``python -m benchmarks.bench_limits --help``.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -39,14 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-_ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
-
-import kalmanjax as kj  # noqa: E402
-from benchmarks import _harness as H  # noqa: E402
-from kalmanjax import limits as kl  # noqa: E402
-from tests.reference import limits as ref  # noqa: E402
+import kalmanjax as kj
+from benchmarks import _harness as H
+from kalmanjax import limits as kl
 
 BENCHMARK = "bench_limits"
 FULL_KS = [4, 64, 1024]
@@ -141,43 +133,39 @@ def make_problem(seed: int, k: int, T: int):
     return {"obs": y, "x": x}
 
 
-def references(xs: dict, k: int) -> dict[str, np.ndarray]:
-    m0 = np.zeros(k)
-    lin = ref.linear_model()
-    sgd = ref.sgd(lin, m0, xs, ETA)
-    ngd = ref.online_natural_gradient(lin, m0, xs, np.eye(k), np.eye(1))[-1]
+def references(xs: dict, eta: float) -> dict[str, np.ndarray]:
+    """The final parameters of every row's recursion from ``theta = 0``, in NumPy
+    float64, written as ``theta += gain (y - x.theta)`` with each row's gain."""
     X, y = xs["x"][:, 0, :], xs["obs"][:, 0]
+    k = X.shape[1]
+    recursions = ("sgd", "frozen", "kaczmarz", "natural_gradient")
+    theta = {name: np.zeros(k) for name in recursions}
+    information = np.eye(k)  # prior precision + sum of x x^T (the online Fisher)
+    for x, obs in zip(X, y, strict=True):
+        information += np.outer(x, x)
+        gains = {
+            "sgd": eta * x,  # gradient step on 1/2 (y - x.theta)^2
+            "frozen": eta * x / (eta * (x @ x) + 1.0),  # Kalman gain, P = eta I, R = 1
+            "kaczmarz": x / (x @ x),  # projection onto {theta: x.theta = y}
+            "natural_gradient": np.linalg.solve(information, x),  # Q = 0, R = 1
+        }
+        for name, gain in gains.items():
+            theta[name] = theta[name] + gain * (obs - x @ theta[name])
     return {
-        "optax_sgd": sgd,
-        "gd_limit_filter": sgd,
-        "gd_limit_transformation": sgd,
-        "frozen_filter": ref.frozen_kalman(lin, m0, xs, ETA * np.eye(k), np.eye(1)),
-        "kaczmarz": ref.kaczmarz(X, y, 1),
-        "natural_gradient_filter": ngd,
-        "natural_gradient_transformation": ngd,
+        "optax_sgd": theta["sgd"],
+        "gd_limit_filter": theta["sgd"],
+        "gd_limit_transformation": theta["sgd"],
+        "frozen_filter": theta["frozen"],
+        "kaczmarz": theta["kaczmarz"],
+        "natural_gradient_filter": theta["natural_gradient"],
+        "natural_gradient_transformation": theta["natural_gradient"],
     }
 
 
-def _rotating_rounds(calls: dict, repeats: int, max_time: float, min_repeats: int):
-    """Round-robin timing whose order rotates every round (no row always first)."""
-    names = list(calls)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    total = 0.0
-    for r in range(repeats):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            fn, fargs = calls[name]
-            t, _ = H.time_call(fn, fargs)
-            times[name].append(t)
-            total += t
-        if r + 1 >= min_repeats and total > max_time:
-            break
-    return {n: H.summarize(ts) for n, ts in times.items()}
-
-
-def run_k(k: int, args, log) -> list[dict[str, Any]]:
-    T = args.T or (QUICK_T if args.quick else FULL_T)
+def run_k(k: int, T: int, args) -> list[dict[str, Any]]:
+    """All rows of one parameter count ``k`` over ``T`` tokens."""
     xs64 = make_problem(args.seed, k, T)
-    refs = references(xs64, k)
+    refs = references(xs64, ETA)
     dtype = jnp.float32
     xs = {key: jnp.asarray(v, dtype) for key, v in xs64.items()}
     m0 = jnp.zeros(k, dtype)
@@ -200,17 +188,17 @@ def run_k(k: int, args, log) -> list[dict[str, Any]]:
                 f"k = {k} > {MAX_K[name]}: O(k^3) per step (a k x k Cholesky per "
                 f"token), minutes per run on CPU; see the smaller k"
             )
-            log(f"  k={k} {name}: skipped")
+            H.log(f"  k={k} {name}: skipped")
             continue
-        compiled, ctimes = H.compile_fn(fn, m0, xs)
+        compiled, ct = H.compile_fn(fn, m0, xs)
         first_s, out = H.time_call(compiled, (m0, xs))
         err = float(np.max(np.abs(np.asarray(out, np.float64) - refs[name])))
         scale = float(np.max(np.abs(refs[name])))
         calls[name] = (compiled, (m0, xs))
-        row.update(ctimes)
+        row.update(ct)
         row["first_call_s"] = first_s
         row["checks"] = {"max_abs_err_vs_reference": err, "max_abs_reference": scale}
-        log(f"  k={k} {name}: compile {ctimes['compile_s']:.2f} s, err {err:.2e}")
+        H.log(f"  k={k} {name}: compile {ct['compile_s']:.2f} s, err {err:.2e}")
     # two round-robin groups: the O(k) rows among themselves, the filters among
     # themselves (a cheap row timed right after an O(k^2) one pays for the evicted
     # caches); a group whose slowest first call exceeds --max-time keeps >= 1 round
@@ -221,11 +209,12 @@ def run_k(k: int, args, log) -> list[dict[str, Any]]:
             r["first_call_s"] for r in rows if r["params"]["method"] in group_calls
         )
         timings.update(
-            _rotating_rounds(
+            H.time_interleaved(
                 group_calls,
-                args.repeats,
-                args.max_time,
-                1 if slow > args.max_time else 3,
+                repeats=args.repeats,
+                max_time_s=args.max_time,
+                min_repeats=1 if slow > args.max_time else 3,
+                rotate=True,
             )
         )
     base = timings["optax_sgd"]["median"] / T
@@ -237,82 +226,51 @@ def run_k(k: int, args, log) -> list[dict[str, Any]]:
         row["run_s"] = timings[name]
         row["per_step_s"] = timings[name]["median"] / T
         row["ratio_vs_optax_sgd"] = row["per_step_s"] / base
-        log(
+        H.log(
             f"  k={k} {name}: {row['per_step_s'] * 1e6:.2f} us/step "
             f"(x{row['ratio_vs_optax_sgd']:.2f})"
         )
     return rows
 
 
-def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny sizes, few repeats")
-    p.add_argument("--out", type=Path, default=None, help="output JSON path")
-    p.add_argument("--repeats", type=int, default=None, help="timed rounds")
-    p.add_argument(
-        "--max-time",
-        type=float,
-        default=None,
-        help="seconds of timed rounds per k before stopping early",
-    )
+def parse_args(argv: list[str] | None):
+    """The harness's common arguments and the parameter counts / tokens."""
+    p = H.Parser(__doc__, repeats=(50, 3), max_time=(20.0, 1.0))
     p.add_argument("--ks", nargs="+", type=int, default=None, help="parameter counts")
     p.add_argument("--T", type=int, default=None, help="tokens per run")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    if args.repeats is None:
-        args.repeats = 3 if args.quick else 50
-    if args.max_time is None:
-        args.max_time = 1.0 if args.quick else 20.0
-    return args
+    return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark; return the payload written to ``<out>``."""
     args = parse_args(argv)
     ks = args.ks or (QUICK_KS if args.quick else FULL_KS)
-    log = H.print_err
-    env = H.env_info(extra_packages=("optax",))
-    out = (
-        args.out
-        or _ROOT / "benchmarks" / "results" / f"{BENCHMARK}_{H.device_slug()}.json"
+    T = args.T or (QUICK_T if args.quick else FULL_T)
+    settings = H.settings(
+        args,
+        ks=ks,
+        T=T,
+        learning_rate=ETA,
+        methods=list(METHODS),
+        gd_limit_budget=GD_LIMIT_BUDGET,
     )
-    log(f"{BENCHMARK}: {env['backend']} ({env['device_kind']}), k {ks}")
-    payload: dict[str, Any] = {
-        "schema_version": H.SCHEMA_VERSION,
-        "benchmark": BENCHMARK,
-        "env": env,
-        "config": {
-            "quick": args.quick,
-            "ks": ks,
-            "T": args.T or (QUICK_T if args.quick else FULL_T),
-            "learning_rate": ETA,
-            "methods": list(METHODS),
-            "repeats": args.repeats,
-            "max_time_s": args.max_time,
-            "gd_limit_budget": GD_LIMIT_BUDGET,
-            "seed": args.seed,
-        },
-        "complete": False,
-        "results": [],
-        "summary": [],
-    }
+    out = H.Output(BENCHMARK, args, settings, packages=("optax",))
+    H.log(f"{BENCHMARK}: k {ks}")
+    out.summary["by_k"] = []
     for k in ks:
-        rows = run_k(k, args, log)
-        payload["results"] += rows
+        rows = run_k(k, T, args)
+        out.rows.extend(rows)
         ratio = {r["params"]["method"]: r["ratio_vs_optax_sgd"] for r in rows}
         ratio = {m: v for m, v in ratio.items() if v is not None}
-        payload["summary"].append(
+        out.summary["by_k"].append(
             {
                 "k": k,
                 "ratio_vs_optax_sgd": ratio,
                 "gd_limit_within_budget": ratio["gd_limit_filter"] <= GD_LIMIT_BUDGET,
             }
         )
-        H.write_json(out, payload)
-    payload["complete"] = True
-    env["loadavg_end"] = H.loadavg()
-    H.write_json(out, payload)
-    log(f"wrote {out}")
-    return payload
+        out.save()
+    return out.save(complete=True)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,12 @@ sequences sharded across devices with ``kj.batch_map``.
 Every timed function takes the model ``(m0, P0, F, Q, H, R)`` and observations
 ``ys`` of shape ``(T, m)`` and returns the log marginal likelihood
 :math:`\\log p(y_{1:T})` (the sum of ``infos.log_likelihood``) and the filtered
-means, shape ``(T, d)``, as in ``bench_kalman.py``.
+means, shape ``(T, d)``, as in ``bench_kalman``.
 
-Run ``python benchmarks/bench_parallel.py --help``; see ``benchmarks/README.md``.
-Print the markdown tables of a results file with
-``python benchmarks/bench_parallel.py --table RESULTS.json``.
+Rows carry ``params.section``: ``"filter"`` (sequential vs parallel) or
+``"sharded"`` (one device count each). Run ``python -m benchmarks.bench_parallel
+--help``; see ``benchmarks/README.md``. Print the markdown tables of a results file
+with ``python -m benchmarks.table RESULTS.json``.
 """
 
 from __future__ import annotations
@@ -21,27 +22,15 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-_ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
-
-import kalmanjax as kj  # noqa: E402
-from benchmarks import _harness as H  # noqa: E402
-from benchmarks.bench_kalman import (  # noqa: E402
-    _cast,
-    _checks,
-    _warm_up,
-    make_problem,
-    reference,
-)
+import kalmanjax as kj
+from benchmarks import _harness as H
+from benchmarks import _models as M
 
 BENCHMARK = "bench_parallel"
 
@@ -56,6 +45,7 @@ FORMS = ("dense", "sqrt")
 
 #: the sharded-batch section: ``batch`` sequences of ``(d, m, T)``, sequential filter
 SHARDED = {"batch": 64, "d": 4, "m": 2, "T": 1_000, "form": "dense"}
+SHARDED_PARAMS = {**SHARDED, "dtype": "float32", "method": "sequential"}
 FULL_DEVICE_COUNTS = [1, 2, 4, 8]
 QUICK_DEVICE_COUNTS = [1, 2]
 #: host devices forced in the CPU workers (XLA_FLAGS, set before jax is imported)
@@ -75,25 +65,8 @@ RETURNS = {
 }
 
 
-# ---------------------------------------------------------------------- methods
-
-
-def filter_fn(form: str, parallel: bool) -> Callable:
-    """``fn(model, ys) -> (log p(y_1:T), filtered means)``."""
-
-    def fn(model, ys):
-        filt = kj.kalman_filter(
-            kj.LinearDynamics(model["F"], model["Q"]),
-            kj.LinearObservation(model["H"], model["R"]),
-            form=form,
-        )
-        res = kj.run(filt, kj.Gaussian(model["m0"], model["P0"]), ys, parallel=parallel)
-        return jnp.sum(res.infos.log_likelihood), res.states.mean
-
-    return fn
-
-
 def size_name(d: int, m: int, T: int) -> str:
+    """``d4_m2_T1e3``-style name of a size."""
     e = round(math.log10(T))
     t = f"1e{e}" if 10**e == T else str(T)
     return f"d{d}_m{m}_T{t}"
@@ -150,26 +123,22 @@ def _skip_reason_after_compile(compile_s, proj, args) -> str | None:
 # ---------------------------------------------------------------------- driving
 
 
-def run_size(
-    d: int, T: int, dtype: str, args, history: dict, log: Callable
-) -> list[dict[str, Any]]:
+def run_size(d: int, T: int, dtype: str, args, history: dict) -> list[dict[str, Any]]:
     """All rows (method x form) of one ``(d, T, dtype)``; ``history`` carries the
     last parallel measurements per ``(d, form, dtype)`` for the CPU projections."""
     m = OBS_DIM[d]
     name = size_name(d, m, T)
-    model64, ys64 = make_problem(args.seed, d, m, T, None)
-    model_np, ys_np = _cast(model64, ys64, dtype)
-    ref_model = {k: v.astype(np.float64) for k, v in model_np.items()}
-    refs = [reference(ref_model, ys_np.astype(np.float64))]
-    model_j = {k: jnp.asarray(v) for k, v in model_np.items()}
-    ys_j = jnp.asarray(ys_np)
+    prob = M.problem(args.seed, d, m, T, None, dtype)
+    jargs = prob.on_device()
     on_cpu = jax.default_backend() == "cpu" and not args.no_skip
+    log = H.log
 
-    results: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     timed: dict[str, dict[str, tuple]] = {method: {} for method in METHODS}
     for method in METHODS:
         for form in FORMS:
             params = {
+                "section": "filter",
                 "size": name,
                 "d": d,
                 "m": m,
@@ -179,59 +148,49 @@ def run_size(
                 "method": method,
                 "form": form,
             }
-            res: dict[str, Any] = {
+            row: dict[str, Any] = {
                 "params": params,
                 "returns": RETURNS[method],
                 "skipped": None,
             }
-            results.append(res)
+            rows.append(row)
             key = (d, form, dtype)
             proj = None
             if method == "parallel" and on_cpu:
                 proj = _projection(history.get(key), T)
                 if proj is not None:
-                    res["projection"] = proj
+                    row["projection"] = proj
                 why = _skip_reason_before_compile(proj, args)
                 if why is not None:
-                    res.update(compile_s=None, skipped=why)
+                    row.update(compile_s=None, skipped=why)
                     history[key] = {"T": T, **{k: proj.get(k) for k in proj}}
                     log(f"  {name} {dtype} {method}/{form}: skipped ({why})")
                     continue
-            fn = filter_fn(form, method == "parallel")
-            compiles = []
-            for _ in range(args.compile_repeats):
-                compiled, ct = H.compile_fn(fn, model_j, ys_j)
-                compiles.append(ct)
-            res["compile_s"] = float(np.median([c["compile_s"] for c in compiles]))
-            res["compile"] = {
-                "lower_s": float(np.median([c["lower_s"] for c in compiles])),
-                "xla_compile_s": float(
-                    np.median([c["xla_compile_s"] for c in compiles])
-                ),
-                "all_compile_s": [c["compile_s"] for c in compiles],
-            }
+            fn = M.kalmanjax_filter(form, parallel=method == "parallel")
+            compiled, ct = H.compile_repeated(fn, jargs, args.compile_repeats)
+            row.update(ct)
             if method == "parallel" and on_cpu:
-                why = _skip_reason_after_compile(res["compile_s"], proj, args)
+                why = _skip_reason_after_compile(row["compile_s"], proj, args)
                 if why is not None:
-                    res["skipped"] = why
+                    row["skipped"] = why
                     history[key] = {
                         "T": T,
-                        "compile_s": res["compile_s"],
+                        "compile_s": row["compile_s"],
                         "first_call_s": proj.get("first_call_s") if proj else None,
                         "run_s": proj.get("run_s") if proj else None,
                     }
                     log(
                         f"  {name} {dtype} {method}/{form}: compiled in "
-                        f"{res['compile_s']:.1f} s, run skipped ({why})"
+                        f"{row['compile_s']:.1f} s, run skipped ({why})"
                     )
                     continue
-            first_s, out = H.time_call(compiled, (model_j, ys_j))  # warm-up
-            res["first_call_s"] = first_s
-            res["checks"] = _checks(out, refs, False)
-            res["checks_on"] = {"T": T, "sequences": 1}
-            timed[method][f"{method}/{form}"] = (compiled, (model_j, ys_j))
+            first_s, out = H.time_call(compiled, jargs)  # warm-up
+            row["first_call_s"] = first_s
+            row["checks"] = M.checks(out, prob.refs, False)
+            row["checks_on"] = {"T": T, "sequences": 1}
+            timed[method][f"{method}/{form}"] = (compiled, jargs)
             log(
-                f"  {name} {dtype} {method}/{form}: compile {res['compile_s']:.2f} s, "
+                f"  {name} {dtype} {method}/{form}: compile {row['compile_s']:.2f} s, "
                 f"first call {first_s:.3f} s"
             )
 
@@ -242,7 +201,7 @@ def run_size(
         if timed[method]:
             slowest = max(
                 r["first_call_s"]
-                for r in results
+                for r in rows
                 if r["params"]["method"] == method and r.get("first_call_s")
             )
             run_s.update(
@@ -253,30 +212,30 @@ def run_size(
                     min_repeats=_min_repeats(slowest, args),
                 )
             )
-    for res in results:
-        p = res["params"]
+    for row in rows:
+        p = row["params"]
         label = f"{p['method']}/{p['form']}"
         if label in run_s:
-            res["run_s"] = run_s[label]
-            res["throughput"] = {"steps_per_s": T / run_s[label]["median"]}
+            row["run_s"] = run_s[label]
+            row["throughput"] = {"steps_per_s": T / run_s[label]["median"]}
             if p["method"] == "parallel":
                 history[(d, p["form"], dtype)] = {
                     "T": T,
-                    "compile_s": res["compile_s"],
-                    "first_call_s": res["first_call_s"],
+                    "compile_s": row["compile_s"],
+                    "first_call_s": row["first_call_s"],
                     "run_s": run_s[label]["median"],
                 }
         else:
-            res["run_s"] = None
-        c = res.get("checks")
+            row["run_s"] = None
+        c = row.get("checks")
         log(
             f"  {name:16s} {dtype:8s} {label:20s} "
             + (
-                f"run {res['run_s']['median'] * 1e3:11.3f} ms (n={res['run_s']['n']})  "
-                if res["run_s"]
+                f"run {row['run_s']['median'] * 1e3:11.3f} ms (n={row['run_s']['n']})  "
+                if row["run_s"]
                 else "run      skipped          "
             )
-            + (f"compile {res['compile_s']:6.2f} s  " if res["compile_s"] else "")
+            + (f"compile {row['compile_s']:6.2f} s  " if row["compile_s"] else "")
             + (
                 f"err(mean) {c['max_abs_err_vs_reference']:.1e} "
                 f"err(ll) {c['loglik_rel_err_vs_reference']:.1e}"
@@ -284,74 +243,67 @@ def run_size(
                 else ""
             )
         )
-    return results
+    return rows
 
 
-def summary_table(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per (d, T, dtype, form): parallel vs sequential."""
-    rows: dict[tuple, dict[str, Any]] = {}
-    for r in results:
+def parallel_vs_sequential(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per (d, T, dtype, form) of the filter rows: parallel vs sequential."""
+    out: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
         p = r["params"]
-        key = (p["size"], p["dtype"], p["form"])
-        row = rows.setdefault(
-            key,
-            {
-                "size": p["size"],
-                "d": p["d"],
-                "m": p["m"],
-                "T": p["T"],
-                "dtype": p["dtype"],
-                "form": p["form"],
-            },
+        if p["section"] != "filter":
+            continue
+        entry = out.setdefault(
+            (p["size"], p["dtype"], p["form"]),
+            {k: p[k] for k in ("size", "d", "m", "T", "dtype", "form")},
         )
         meth = p["method"]
-        row[f"{meth}_run_s"] = r["run_s"]["median"] if r["run_s"] else None
-        row[f"{meth}_run_min_s"] = r["run_s"]["min"] if r["run_s"] else None
-        row[f"{meth}_compile_s"] = r["compile_s"]
-        row[f"{meth}_first_call_s"] = r.get("first_call_s")
+        entry[f"{meth}_run_s"] = r["run_s"]["median"] if r["run_s"] else None
+        entry[f"{meth}_run_min_s"] = r["run_s"]["min"] if r["run_s"] else None
+        entry[f"{meth}_compile_s"] = r["compile_s"]
+        entry[f"{meth}_first_call_s"] = r.get("first_call_s")
         if r["skipped"]:
-            row[f"{meth}_skipped"] = r["skipped"]
-    out = []
-    for row in rows.values():
-        seq, par = row.get("sequential_run_s"), row.get("parallel_run_s")
-        if seq and par:
-            row["ratio_parallel_over_sequential"] = par / seq
-            row["ratio_parallel_over_sequential_min"] = (
-                row["parallel_run_min_s"] / row["sequential_run_min_s"]
-            )
-            row["speedup_parallel_vs_sequential"] = seq / par
-        else:
-            row["ratio_parallel_over_sequential"] = None
-            row["ratio_parallel_over_sequential_min"] = None
-            row["speedup_parallel_vs_sequential"] = None
-        out.append(row)
-    return out
+            entry[f"{meth}_skipped"] = r["skipped"]
+    for entry in out.values():
+        seq, par = entry.get("sequential_run_s"), entry.get("parallel_run_s")
+        both = bool(seq and par)
+        entry["ratio_parallel_over_sequential"] = par / seq if both else None
+        entry["ratio_parallel_over_sequential_min"] = (
+            entry["parallel_run_min_s"] / entry["sequential_run_min_s"]
+            if both
+            else None
+        )
+        entry["speedup_parallel_vs_sequential"] = seq / par if both else None
+    return list(out.values())
 
 
 # ------------------------------------------------------------------ sharded batch
 
 
 def sharded_run(k: int, args) -> dict[str, Any]:
-    """Time ``jax.jit(kj.batch_map(fn, mesh))`` on ``k`` devices of this process."""
+    """The row of ``jax.jit(kj.batch_map(fn, mesh))`` on ``k`` devices of this
+    process."""
     devices = jax.devices()
     if len(devices) < k:
         raise RuntimeError(f"sharded: {k} devices asked, {len(devices)} present")
     cfg = SHARDED
-    model64, ys64 = make_problem(args.seed, cfg["d"], cfg["m"], cfg["T"], cfg["batch"])
-    model_np, ys_np = _cast(model64, ys64, "float32")
-    ref_model = {key: v.astype(np.float64) for key, v in model_np.items()}
-    refs = [
-        reference(ref_model, ys_np[i].astype(np.float64))
-        for i in range(CHECK_SEQUENCES)
-    ]
-    model_j = {key: jnp.asarray(v) for key, v in model_np.items()}
-    seq_fn = filter_fn(cfg["form"], parallel=False)
+    prob = M.problem(
+        args.seed,
+        cfg["d"],
+        cfg["m"],
+        cfg["T"],
+        cfg["batch"],
+        "float32",
+        CHECK_SEQUENCES,
+    )
+    model_j, ys_j = prob.on_device()
+    seq_fn = M.kalmanjax_filter(cfg["form"])
 
     def one(y):
         return seq_fn(model_j, y)
 
     mesh = kj.batch_mesh(devices=devices[:k])
-    ys_s = kj.shard_batch(jnp.asarray(ys_np), mesh=mesh)
+    ys_s = kj.shard_batch(ys_j, mesh=mesh)
     compiled, ct = H.compile_fn(kj.batch_map(one, mesh=mesh), ys_s)
     first_s, out = H.time_call(compiled, (ys_s,))
     run_s = H.time_interleaved(
@@ -361,23 +313,24 @@ def sharded_run(k: int, args) -> dict[str, Any]:
         min_repeats=args.min_repeats,
     )["sharded"]
     # the same batch with plain vmap on one device, in this process
-    single = jax.jit(jax.vmap(one))(jnp.asarray(ys_np))
+    single = jax.jit(jax.vmap(one))(ys_j)
     out_devices = {dev.id for dev in out[1].sharding.device_set}
     return {
-        "devices": k,
+        "params": {"section": "sharded", "devices": k, **SHARDED_PARAMS},
+        "returns": RETURNS["sharded"],
+        "skipped": None,
         "devices_used": len(out_devices),
         "backend": jax.default_backend(),
         "device_kind": devices[0].device_kind,
         "device_count": len(devices),
-        "compile_s": ct["compile_s"],
-        "compile": {key: ct[key] for key in ("lower_s", "xla_compile_s")},
+        **ct,
         "first_call_s": first_s,
         "run_s": run_s,
         "throughput": {
             "sequences_per_s": cfg["batch"] / run_s["median"],
             "steps_per_s": cfg["batch"] * cfg["T"] / run_s["median"],
         },
-        "checks": _checks(out, refs, True),
+        "checks": M.checks(out, prob.refs, True),
         "checks_on": {"T": cfg["T"], "sequences": CHECK_SEQUENCES},
         "max_abs_diff_means_vs_vmap_1_device": float(
             jnp.max(jnp.abs(out[1] - single[1]))
@@ -394,7 +347,8 @@ def sharded_run(k: int, args) -> dict[str, Any]:
 def _worker_cmd(k: int, args) -> list[str]:
     return [
         sys.executable,
-        str(Path(__file__).resolve()),
+        "-m",
+        "benchmarks.bench_parallel",
         "--sharded-worker",
         str(k),
         "--repeats",
@@ -422,9 +376,6 @@ def _sharded_subprocess(k: int, args) -> dict[str, Any]:
         "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count="
         f"{FORCED_HOST_DEVICES}".strip(),
         "JAX_PLATFORMS": "cpu",
-        "PYTHONPATH": os.pathsep.join(
-            p for p in (str(_ROOT), os.environ.get("PYTHONPATH")) if p
-        ),
     }
     proc = subprocess.run(
         _worker_cmd(k, args),
@@ -432,7 +383,7 @@ def _sharded_subprocess(k: int, args) -> dict[str, Any]:
         text=True,
         timeout=args.worker_timeout,
         env=env,
-        cwd=_ROOT,
+        cwd=H.REPO_ROOT,
         check=False,
     )
     if proc.returncode != 0:
@@ -443,35 +394,12 @@ def _sharded_subprocess(k: int, args) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def sharded_section(args, log: Callable) -> dict[str, Any]:
-    ks = QUICK_DEVICE_COUNTS if args.quick else FULL_DEVICE_COUNTS
-    if args.device_counts:
-        ks = args.device_counts
+def sharded_settings(args) -> dict[str, Any]:
+    """The sharded section's configuration, device counts and how it runs here."""
+    ks = args.device_counts or (
+        QUICK_DEVICE_COUNTS if args.quick else FULL_DEVICE_COUNTS
+    )
     backend = jax.default_backend()
-    results, skipped = [], {}
-    for k in ks:
-        if backend == "cpu":
-            r = _sharded_subprocess(k, args)
-        elif k <= jax.device_count():
-            r = sharded_run(k, args)
-        else:
-            skipped[str(k)] = f"only {jax.device_count()} {backend} devices"
-            continue
-        results.append(r)
-        log(
-            f"  sharded batch {SHARDED['batch']} on {k} device(s): "
-            f"{r['throughput']['sequences_per_s']:10.1f} sequences/s "
-            f"(run {r['run_s']['median'] * 1e3:.2f} ms, compile {r['compile_s']:.2f} s)"
-        )
-    base = next((r for r in results if r["devices"] == 1), None)
-    for r in results:
-        if base is not None:
-            a, b = np.asarray(r["logliks"]), np.asarray(base["logliks"])
-            r["max_abs_diff_loglik_vs_1_device"] = float(np.max(np.abs(a - b)))
-            r["max_rel_diff_loglik_vs_1_device"] = float(
-                np.max(np.abs(a - b) / np.maximum(1.0, np.abs(b)))
-            )
-            r["speedup_vs_1_device"] = base["run_s"]["median"] / r["run_s"]["median"]
     if backend == "cpu":
         note = (
             f"CPU: each device count ran in its own process with "
@@ -488,134 +416,57 @@ def sharded_section(args, log: Callable) -> dict[str, Any]:
             f"{backend}: {jax.device_count()} real device(s) in this process; "
             "device counts above that are skipped."
         )
-    return {
-        "config": {**SHARDED, "dtype": "float32", "method": "sequential"},
-        "device_counts": ks,
-        "returns": RETURNS["sharded"],
-        "note": note,
-        "skipped": skipped,
-        "results": results,
-    }
+    return {**SHARDED_PARAMS, "device_counts": ks, "note": note}
 
 
-# --------------------------------------------------------------------- tables
-
-
-def _ms(s: float | None) -> str:
-    if s is None:
-        return "-"
-    ms = s * 1e3
-    return f"{ms:.3g}" if ms < 100 else f"{ms:.0f}"
-
-
-def _sec(s: float | None) -> str:
-    return "-" if s is None else f"{s:.2f}"
-
-
-def markdown(data: dict[str, Any]) -> str:
-    """Markdown tables of a ``bench_parallel`` results JSON."""
-    env = data["env"]
-    out = [
-        f"{env['device_kind']} ({env['backend']}, {env['cpu_count']} CPUs), "
-        f"jax {env['jax_version']}, kalmanjax {env['kalmanjax_version']}, "
-        f"{env['utc']}, load average {env.get('loadavg')} -> {env.get('loadavg_end')}",
-        "",
-        "| size | dtype | form | sequential (ms) | parallel (ms) | parallel / "
-        "sequential (min) | compile seq (s) | compile par (s) | first call par (s) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    notes = []
-    for s in data["summary"]:
-        ratio = s["ratio_parallel_over_sequential"]
-        cell = "-"
-        if ratio is not None:
-            cell = f"{ratio:.3g} ({s['ratio_parallel_over_sequential_min']:.3g})"
-        par = _ms(s.get("parallel_run_s"))
-        if s.get("parallel_skipped"):
-            notes.append(
-                f"{s['size']} {s['dtype']} {s['form']}: {s['parallel_skipped']}"
+def sharded_rows(ks: list[int], args) -> list[dict[str, Any]]:
+    """One row per device count, compared with the 1-device row."""
+    backend = jax.default_backend()
+    rows = []
+    for k in ks:
+        if backend == "cpu":
+            r = _sharded_subprocess(k, args)
+        elif k <= jax.device_count():
+            r = sharded_run(k, args)
+        else:
+            rows.append(
+                {
+                    "params": {"section": "sharded", "devices": k, **SHARDED_PARAMS},
+                    "returns": RETURNS["sharded"],
+                    "skipped": f"only {jax.device_count()} {backend} devices",
+                }
             )
-            par = f"skipped [{len(notes)}]"
-        out.append(
-            f"| {s['size']} | {s['dtype']} | {s['form']} "
-            f"| {_ms(s.get('sequential_run_s'))} | {par} | {cell} "
-            f"| {_sec(s.get('sequential_compile_s'))} "
-            f"| {_sec(s.get('parallel_compile_s'))} "
-            f"| {_sec(s.get('parallel_first_call_s'))} |"
-        )
-    if notes:
-        out += [""] + [f"[{i}] {n}" for i, n in enumerate(notes, 1)]
-
-    worst: dict[tuple[str, str, str], list[float]] = {}
-    for r in data["results"]:
-        c = r.get("checks")
-        if not c:
             continue
-        p = r["params"]
-        w = worst.setdefault((p["method"], p["form"], p["dtype"]), [0.0, 0.0, 0])
-        w[0] = max(w[0], c["max_abs_err_vs_reference"])
-        w[1] = max(w[1], c["loglik_rel_err_vs_reference"])
-        w[2] = max(w[2], p["T"])
-    out += [
-        "",
-        "Correctness vs the NumPy float64 reference (worst over the sizes run, "
-        "full sequences):",
-        "",
-        "| method | form | dtype | max abs err, filtered means | max rel err, "
-        "log-lik | largest T checked |",
-        "|---|---|---|---:|---:|---:|",
-    ]
-    for (meth, form, dtype), (em, el, t) in worst.items():
-        out.append(f"| {meth} | {form} | {dtype} | {em:.1e} | {el:.1e} | {t} |")
-
-    sh = data.get("sharded")
-    if sh and sh["results"]:
-        cfg = sh["config"]
-        out += [
-            "",
-            f"Sharded batch: {cfg['batch']} sequences, d={cfg['d']}, m={cfg['m']}, "
-            f"T={cfg['T']}, sequential {cfg['form']} filter, {cfg['dtype']}, "
-            "`jax.jit(kj.batch_map(fn, mesh=kj.batch_mesh(devices[:k])))`:",
-            "",
-            "| devices k | sequences/s | run (ms) | speed-up vs k=1 | compile (s) "
-            "| max abs diff log-lik vs k=1 | max err vs reference (mean, ll) |",
-            "|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for r in sh["results"]:
-            c = r["checks"]
-            out.append(
-                f"| {r['devices']} | {r['throughput']['sequences_per_s']:.0f} "
-                f"| {_ms(r['run_s']['median'])} "
-                f"| {r.get('speedup_vs_1_device', float('nan')):.2f} "
-                f"| {r['compile_s']:.2f} "
-                f"| {r.get('max_abs_diff_loglik_vs_1_device', float('nan')):.1e} "
-                f"| {c['max_abs_err_vs_reference']:.1e}, "
-                f"{c['loglik_rel_err_vs_reference']:.1e} |"
+        rows.append(r)
+        H.log(
+            f"  sharded batch {SHARDED['batch']} on {k} device(s): "
+            f"{r['throughput']['sequences_per_s']:10.1f} sequences/s "
+            f"(run {r['run_s']['median'] * 1e3:.2f} ms, compile {r['compile_s']:.2f} s)"
+        )
+    done = [r for r in rows if r["skipped"] is None]
+    base = next((r for r in done if r["params"]["devices"] == 1), None)
+    for r in done:
+        if base is not None:
+            a, b = np.asarray(r["logliks"]), np.asarray(base["logliks"])
+            r["max_abs_diff_loglik_vs_1_device"] = float(np.max(np.abs(a - b)))
+            r["max_rel_diff_loglik_vs_1_device"] = float(
+                np.max(np.abs(a - b) / np.maximum(1.0, np.abs(b)))
             )
-        out += ["", f"Note: {sh['note']}"]
-    return "\n".join(out)
+            r["speedup_vs_1_device"] = base["run_s"]["median"] / r["run_s"]["median"]
+    return rows
 
 
 # ------------------------------------------------------------------------ main
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny sizes, few repeats")
-    p.add_argument("--out", type=Path, default=None, help="output JSON path")
-    p.add_argument("--repeats", type=int, default=None, help="timed runs per row")
-    p.add_argument(
-        "--compile-repeats",
-        type=int,
-        default=1,
-        help="compilations per row, median reported (default 1: parallel compiles "
-        "are slow on CPU)",
-    )
-    p.add_argument(
-        "--max-time",
-        type=float,
-        default=None,
-        help="seconds of timed runs per (size, dtype, method) before stopping early",
+    """The harness's common arguments and this benchmark's sizes and skip rules."""
+    p = H.Parser(
+        __doc__,
+        repeats=(50, 3),
+        max_time=(15.0, 2.0),
+        compile_repeats=(1, 1),  # parallel compiles are slow on CPU
+        dtypes=["float32"],
     )
     p.add_argument(
         "--min-repeats",
@@ -648,9 +499,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="never skip (the skip rules only apply on CPU anyway)",
     )
-    p.add_argument(
-        "--dtypes", nargs="+", default=["float32"], choices=["float32", "float64"]
-    )
     p.add_argument("--ds", nargs="+", type=int, default=None, choices=FULL_DS)
     p.add_argument("--Ts", nargs="+", type=int, default=None, help="sequence lengths")
     p.add_argument(
@@ -676,88 +524,56 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="set jax_default_matmul_precision in this process (default: leave "
         "JAX's default, which on recent NVIDIA GPUs runs float32 dots in TF32)",
     )
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sharded-worker", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument(
-        "--table", type=Path, default=None, help="print the tables of a results JSON"
-    )
-    args = p.parse_args(argv)
-    if args.repeats is None:
-        args.repeats = 3 if args.quick else 50
-    if args.max_time is None:
-        args.max_time = 2.0 if args.quick else 15.0
-    return args
+    return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark; return the payload written to ``<out>`` (a sharded
+    worker prints its one row as a JSON line instead)."""
     args = parse_args(argv)
     if args.matmul_precision is not None:
         jax.config.update("jax_default_matmul_precision", args.matmul_precision)
-    if args.table is not None:
-        data = json.loads(args.table.read_text())
-        print(markdown(data))
-        return data
     if args.sharded_worker is not None:
-        result = sharded_run(args.sharded_worker, args)
-        print(json.dumps(H._jsonable(result)), flush=True)
-        return result
+        row = sharded_run(args.sharded_worker, args)
+        print(json.dumps(H.jsonable(row)), flush=True)
+        return row
 
     ds = args.ds or (QUICK_DS if args.quick else FULL_DS)
     ts = args.Ts or (QUICK_TS if args.quick else FULL_TS)
-    log = H.print_err
-    env = H.env_info()
-    log(f"{BENCHMARK}: {env['backend']} ({env['device_kind']}), d {ds}, T {ts}")
-    out = args.out
-    if out is None:
-        out = _ROOT / "benchmarks" / "results" / f"{BENCHMARK}_{H.device_slug()}.json"
-
-    _warm_up(args.dtypes)
-    payload: dict[str, Any] = {
-        "schema_version": H.SCHEMA_VERSION,
-        "benchmark": BENCHMARK,
-        "env": env,
-        "config": {
-            "quick": args.quick,
-            "sizes": [
-                {"size": size_name(d, OBS_DIM[d], t), "d": d, "m": OBS_DIM[d], "T": t}
-                for d in ds
-                for t in ts
-            ],
-            "dtypes": args.dtypes,
-            "methods": list(METHODS),
-            "forms": list(FORMS),
-            "repeats": args.repeats,
-            "compile_repeats": args.compile_repeats,
-            "min_repeats": args.min_repeats,
-            "slow_min_repeats": args.slow_min_repeats,
-            "max_time_s": args.max_time,
-            "skip_rules": None
-            if env["backend"] != "cpu" or args.no_skip
-            else {"max_compile_s": args.max_compile, "max_run_s": args.max_run},
-            "matmul_precision": jax.config.jax_default_matmul_precision,
-            "seed": args.seed,
-            "returns": RETURNS,
-        },
-        "complete": False,
-        "results": [],
-        "summary": [],
-        "sharded": None,
-    }
+    sharded = sharded_settings(args) if args.sharded else None
+    settings = H.settings(
+        args,
+        sizes=[
+            {"size": size_name(d, OBS_DIM[d], t), "d": d, "m": OBS_DIM[d], "T": t}
+            for d in ds
+            for t in ts
+        ],
+        methods=list(METHODS),
+        forms=list(FORMS),
+        min_repeats=args.min_repeats,
+        slow_min_repeats=args.slow_min_repeats,
+        skip_rules=None
+        if jax.default_backend() != "cpu" or args.no_skip
+        else {"max_compile_s": args.max_compile, "max_run_s": args.max_run},
+        matmul_precision=jax.config.jax_default_matmul_precision,
+        returns=RETURNS,
+        sharded=sharded,
+    )
+    out = H.Output(BENCHMARK, args, settings)
+    H.log(f"{BENCHMARK}: d {ds}, T {ts}")
+    M.warm_up(args.dtypes)
     history: dict = {}
     for d in ds:
         for t in sorted(ts):
             for dtype in args.dtypes:
                 with jax.enable_x64(dtype == "float64"):
-                    payload["results"] += run_size(d, t, dtype, args, history, log)
-            payload["summary"] = summary_table(payload["results"])
-            H.write_json(out, payload)  # partial results survive a timeout
-    if args.sharded:
-        payload["sharded"] = sharded_section(args, log)
-    payload["complete"] = True
-    env["loadavg_end"] = H.loadavg()
-    H.write_json(out, payload)
-    log(f"wrote {out}")
-    return payload
+                    out.rows.extend(run_size(d, t, dtype, args, history))
+            out.summary["parallel_vs_sequential"] = parallel_vs_sequential(out.rows)
+            out.save()  # partial results survive a timeout
+    if sharded is not None:
+        out.rows.extend(sharded_rows(sharded["device_counts"], args))
+    return out.save(complete=True)
 
 
 if __name__ == "__main__":

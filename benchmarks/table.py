@@ -1,6 +1,6 @@
-"""Print markdown tables from a ``bench_kalman`` results JSON.
+"""Print the markdown tables of a results JSON (``bench_kalman``, ``bench_parallel``).
 
-python benchmarks/table.py benchmarks/results/bench_kalman_cpu.json
+python -m benchmarks.table benchmarks/results/bench_kalman_cpu.json
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ import argparse
 import json
 from pathlib import Path
 from typing import Any
+
+from benchmarks import _harness as H
 
 KJ_ORDER = [
     "kalmanjax/dense",
@@ -31,9 +33,16 @@ def _x(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
+def _sec(s: float | None) -> str:
+    return "-" if s is None else f"{s:.2f}"
+
+
+# ------------------------------------------------------------------ bench_kalman
+
+
 def _groups(data: dict[str, Any]) -> list[tuple[str, str]]:
     seen: list[tuple[str, str]] = []
-    for r in data["results"]:
+    for r in data["rows"]:
         key = (r["params"]["size"], r["params"]["dtype"])
         if key not in seen:
             seen.append(key)
@@ -43,7 +52,7 @@ def _groups(data: dict[str, Any]) -> list[tuple[str, str]]:
 def _rows(data, size, dtype):
     return {
         r["params"]["method"]: r
-        for r in data["results"]
+        for r in data["rows"]
         if r["params"]["size"] == size and r["params"]["dtype"] == dtype
     }
 
@@ -53,7 +62,7 @@ def times_table(data: dict[str, Any]) -> str:
     methods = [
         m
         for m in KJ_ORDER + OTHER_ORDER
-        if any(r["params"]["method"] == m for r in data["results"])
+        if any(r["params"]["method"] == m for r in data["rows"])
     ]
     lines = [
         "| size | dtype | " + " | ".join(methods) + " |",
@@ -99,7 +108,7 @@ def compile_table(data: dict[str, Any]) -> str:
         for m in KJ_ORDER + OTHER_ORDER
         if any(
             r["params"]["method"] == m and r["compile_s"] is not None
-            for r in data["results"]
+            for r in data["rows"]
         )
     ]
     lines = [
@@ -121,7 +130,7 @@ def compile_table(data: dict[str, Any]) -> str:
 def checks_table(data: dict[str, Any]) -> str:
     """Largest error of each method vs the NumPy float64 reference, per dtype."""
     worst: dict[tuple[str, str], list[float]] = {}
-    for r in data["results"]:
+    for r in data["rows"]:
         key = (r["params"]["method"], r["params"]["dtype"])
         c = r["checks"]
         w = worst.setdefault(key, [0.0, 0.0])
@@ -139,12 +148,13 @@ def checks_table(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render(data: dict[str, Any]) -> str:
-    env = data["env"]
+def kalman_tables(data: dict[str, Any]) -> str:
+    """All tables of a ``bench_kalman`` run."""
+    env = data["environment"]
     head = (
-        f"{env['device_kind']} ({env.get('processor')}, {env.get('cpu_count')} "
-        f"cores), jax {env['jax_version']}, kalmanjax {env['kalmanjax_version']}, "
-        f"{env['utc']}, load average {env.get('loadavg')}"
+        f"{env['device_kind']} ({env['processor']}, {env['cpu_count']} "
+        f"cores), jax {env['jax']}, kalmanjax {env['kalmanjax']}, "
+        f"{env['date']}, load average {env['loadavg']}"
     )
     return "\n\n".join(
         [
@@ -157,7 +167,126 @@ def render(data: dict[str, Any]) -> str:
     )
 
 
+# ---------------------------------------------------------------- bench_parallel
+
+
+def parallel_table(data: dict[str, Any]) -> list[str]:
+    """Sequential vs parallel per size, dtype and form, with footnoted skips."""
+    out = [
+        "| size | dtype | form | sequential (ms) | parallel (ms) | parallel / "
+        "sequential (min) | compile seq (s) | compile par (s) | first call par (s) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    notes = []
+    for s in data["summary"]["parallel_vs_sequential"]:
+        ratio = s["ratio_parallel_over_sequential"]
+        cell = "-"
+        if ratio is not None:
+            cell = f"{ratio:.3g} ({s['ratio_parallel_over_sequential_min']:.3g})"
+        par = _ms(s.get("parallel_run_s"))
+        if s.get("parallel_skipped"):
+            notes.append(
+                f"{s['size']} {s['dtype']} {s['form']}: {s['parallel_skipped']}"
+            )
+            par = f"skipped [{len(notes)}]"
+        out.append(
+            f"| {s['size']} | {s['dtype']} | {s['form']} "
+            f"| {_ms(s.get('sequential_run_s'))} | {par} | {cell} "
+            f"| {_sec(s.get('sequential_compile_s'))} "
+            f"| {_sec(s.get('parallel_compile_s'))} "
+            f"| {_sec(s.get('parallel_first_call_s'))} |"
+        )
+    if notes:
+        out += [""] + [f"[{i}] {n}" for i, n in enumerate(notes, 1)]
+    return out
+
+
+def parallel_checks_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Worst errors vs the reference per method, form and dtype of the filter rows."""
+    worst: dict[tuple[str, str, str], list[float]] = {}
+    for r in rows:
+        c = r.get("checks")
+        if not c:
+            continue
+        p = r["params"]
+        w = worst.setdefault((p["method"], p["form"], p["dtype"]), [0.0, 0.0, 0])
+        w[0] = max(w[0], c["max_abs_err_vs_reference"])
+        w[1] = max(w[1], c["loglik_rel_err_vs_reference"])
+        w[2] = max(w[2], p["T"])
+    out = [
+        "Correctness vs the NumPy float64 reference (worst over the sizes run, "
+        "full sequences):",
+        "",
+        "| method | form | dtype | max abs err, filtered means | max rel err, "
+        "log-lik | largest T checked |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for (meth, form, dtype), (em, el, t) in worst.items():
+        out.append(f"| {meth} | {form} | {dtype} | {em:.1e} | {el:.1e} | {t} |")
+    return out
+
+
+def sharded_table(cfg: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """Throughput and agreement of the sharded batch per device count."""
+    out = [
+        f"Sharded batch: {cfg['batch']} sequences, d={cfg['d']}, m={cfg['m']}, "
+        f"T={cfg['T']}, sequential {cfg['form']} filter, {cfg['dtype']}, "
+        "`jax.jit(kj.batch_map(fn, mesh=kj.batch_mesh(devices[:k])))`:",
+        "",
+        "| devices k | sequences/s | run (ms) | speed-up vs k=1 | compile (s) "
+        "| max abs diff log-lik vs k=1 | max err vs reference (mean, ll) |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        c = r["checks"]
+        out.append(
+            f"| {r['params']['devices']} | {r['throughput']['sequences_per_s']:.0f} "
+            f"| {_ms(r['run_s']['median'])} "
+            f"| {r.get('speedup_vs_1_device', float('nan')):.2f} "
+            f"| {r['compile_s']:.2f} "
+            f"| {r.get('max_abs_diff_loglik_vs_1_device', float('nan')):.1e} "
+            f"| {c['max_abs_err_vs_reference']:.1e}, "
+            f"{c['loglik_rel_err_vs_reference']:.1e} |"
+        )
+    return out + ["", f"Note: {cfg['note']}"]
+
+
+def parallel_tables(data: dict[str, Any]) -> str:
+    """All tables of a ``bench_parallel`` run."""
+    env = data["environment"]
+    out = [
+        f"{env['device_kind']} ({env['backend']}, {env['cpu_count']} CPUs), "
+        f"jax {env['jax']}, kalmanjax {env['kalmanjax']}, {env['date']}, "
+        f"load average {env['loadavg']} -> {env.get('loadavg_end')}",
+        "",
+        *parallel_table(data),
+        "",
+    ]
+    rows = [r for r in data["rows"] if r["params"]["section"] == "filter"]
+    out += parallel_checks_table(rows)
+    sharded = [
+        r
+        for r in data["rows"]
+        if r["params"]["section"] == "sharded" and r["skipped"] is None
+    ]
+    if sharded:
+        out += ["", *sharded_table(data["settings"]["sharded"], sharded)]
+    return "\n".join(out)
+
+
+RENDER = {"bench_kalman": kalman_tables, "bench_parallel": parallel_tables}
+
+
+def render(data: dict[str, Any]) -> str:
+    """The markdown tables of a results payload (schema checked first)."""
+    H.validate(data)
+    if data["benchmark"] not in RENDER:
+        raise SystemExit(f"no tables for {data['benchmark']} (only {list(RENDER)})")
+    return RENDER[data["benchmark"]](data)
+
+
 def main(argv: list[str] | None = None) -> str:
+    """Print (and return) the tables of the JSON file given on the command line."""
     p = argparse.ArgumentParser(description="markdown tables from a results JSON")
     p.add_argument("path", type=Path)
     args = p.parse_args(argv)

@@ -9,6 +9,11 @@ Usage::
 
 Writes ``<out>/<name>.png``, ``<out>/results.md`` (one row per claim: verdict,
 numbers, settings) and ``<out>/results.json``.
+
+``--help`` and ``--list`` work on the base install (jax only): the registry
+imports an experiment's module only when it runs. Running one whose optional
+dependencies (flax, optax, matplotlib) are missing exits with status 1 and a
+one-line error naming the extra, ``pip install 'kalmanjax[experiments]'``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from .experiments import EXPERIMENTS
+from .experiments import EXPERIMENTS, MissingDependencyError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.list:
-        for name, module in EXPERIMENTS.items():
-            print(f"{name}: {(module.__doc__ or '').strip().splitlines()[0]}")
+        for name in EXPERIMENTS:
+            print(f"{name}: {EXPERIMENTS.describe(name)}")
         return 0
     names = args.experiments or list(EXPERIMENTS)
     unknown = [n for n in names if n not in EXPERIMENTS]
@@ -77,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
             f"unknown experiment(s) {', '.join(unknown)}; "
             f"choose from {', '.join(EXPERIMENTS)}"
         )
+    try:  # every module and plotting dependency, before anything runs
+        modules = EXPERIMENTS.load(names)
+    except MissingDependencyError as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 1
     try:
         from tqdm import tqdm
     except ImportError:  # progress bars are optional
@@ -88,17 +98,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"cannot create the output folder {out}: {err}")
 
     results = []
-    bar = tqdm(names, desc="experiments", unit="exp") if tqdm else names
-    for name in bar:
-        if tqdm:
+    bar = tqdm(names, desc="experiments", unit="exp") if tqdm else None
+    for name in names if bar is None else bar:
+        if bar is not None:
             bar.set_postfix_str(name)
         start = time.perf_counter()
-        module = EXPERIMENTS[name]
+        module = modules[name]
         res = module.run(quick=args.quick, seed=args.seed)
         module.plot(res, out / f"{name}.png")
         results.append(res)
         msg = f"{name}: {time.perf_counter() - start:.1f} s -> {out / (name + '.png')}"
-        (tqdm.write if tqdm else print)(msg)
+        (print if bar is None else bar.write)(msg)
 
     table = _markdown(results)
     (out / "results.md").write_text(

@@ -29,7 +29,7 @@ import numpy as np
 
 import kalmanjax as kj
 from kalmanjax import diagnostics as kd
-from kalmanjax.experiments.collapse import regression_filter, simulate_tasks
+from kalmanjax.experiments.testbed import simulate_tasks
 
 SMOKE = os.environ.get("KALMANJAX_SMOKE") == "1"
 plt.rcParams["figure.dpi"] = 72  # small outputs in the committed .ipynb
@@ -42,7 +42,7 @@ num_tasks = 32 if SMOKE else 256
 
 # %%
 theta, x, y = simulate_tasks(jax.random.key(0), dim, num_tokens, num_tasks, r, tau2)
-filt = regression_filter(dim, r)
+filt = kj.regression_filter(dim, r)
 prior = kj.Gaussian(mean=jnp.zeros(dim), cov=tau2 * jnp.eye(dim))
 
 

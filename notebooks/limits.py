@@ -24,7 +24,7 @@ import optax
 
 import kalmanjax as kj
 from kalmanjax import limits as kl
-from kalmanjax.experiments.limits import h_linear, h_nonlinear
+from kalmanjax.experiments.degenerate_limits import h_linear, h_nonlinear
 
 SMOKE = os.environ.get("KALMANJAX_SMOKE") == "1"
 K = 4 if SMOKE else 8  # parameters

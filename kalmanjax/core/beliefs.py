@@ -73,8 +73,8 @@ class SqrtGaussian(NamedTuple):
     chol: Float[Array, "state state"]
 
     @property
-    def cov(self) -> Float[Array, "state state"]:
-        r"""The covariance :math:`L L^\top` (computed on access)."""
+    def cov(self) -> Float[Array, "*batch state state"]:
+        r"""The covariance :math:`L L^\top`, computed on access (stacked as chol)."""
         return self.chol @ jnp.swapaxes(self.chol, -1, -2)
 
 

@@ -67,18 +67,34 @@ def check_square(x: Any, name: str, owner: str) -> int:
     return s[0]
 
 
-def check_belief(belief: Any, owner: str) -> tuple[int, Any]:
-    """Validate a Gaussian or SqrtGaussian belief; return ``(state_dim, dtype)``."""
-    mean = belief.mean
+def check_mean(
+    mean: Any, owner: str, name: str = "belief.mean", hint: str = ""
+) -> tuple[int, Any]:
+    """Raise unless ``mean`` is a floating vector; return ``(state_dim, dtype)``.
+
+    Args:
+        mean: the state (a belief's mean, or a parameter vector).
+        owner: the function reported in messages.
+        name: the argument's name in messages.
+        hint: appended to the shape error, e.g. how to batch.
+    """
     if len(_shape(mean)) != 1:
+        hint = f" ({hint})" if hint else ""
         raise ValueError(
-            f"{owner}: belief.mean must be a vector of shape (state,), got "
-            f"{_shape(mean)} (batch with jax.vmap, not with leading axes)"
+            f"{owner}: {name} must be a vector of shape (state,), got "
+            f"{_shape(mean)}{hint}"
         )
     dtype = _dtype(mean)
     if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"{owner}: belief.mean must be floating, got {dtype}")
-    n = _shape(mean)[0]
+        raise TypeError(f"{owner}: {name} must be floating, got {dtype}")
+    return _shape(mean)[0], dtype
+
+
+def check_belief(belief: Any, owner: str) -> tuple[int, Any]:
+    """Validate a Gaussian or SqrtGaussian belief; return ``(state_dim, dtype)``."""
+    n, dtype = check_mean(
+        belief.mean, owner, hint="batch with jax.vmap, not with leading axes"
+    )
     field = "chol" if hasattr(belief, "chol") else "cov"
     check_array(
         getattr(belief, field),
@@ -133,7 +149,7 @@ def check_obs(y: Any, m: int, dtype: Any, owner: str) -> None:
 
 def check_fn_output(
     value: Any,
-    shape: tuple[int, ...],
+    shape: tuple[int, ...] | None,
     name: str,
     what: str,
     dtype: Any,
@@ -144,14 +160,20 @@ def check_fn_output(
 
     Args:
         value: the output (an array or a ``jax.ShapeDtypeStruct``).
-        shape: the expected shape.
+        shape: the expected shape; ``None`` accepts any vector.
         name: the function, e.g. ``"observation.fn"``.
         what: the expected shape in words, e.g. ``"(obs,)"``.
         dtype: the state's dtype (dtype in = dtype out).
         owner: the function reported in messages.
         ref: what ``dtype`` was taken from, for messages.
     """
-    if _shape(value) != tuple(shape):
+    if shape is None:
+        if len(_shape(value)) != 1:
+            raise ValueError(
+                f"{owner}: {name} must return a vector of shape {what}, got shape "
+                f"{_shape(value)}"
+            )
+    elif _shape(value) != tuple(shape):
         raise ValueError(
             f"{owner}: {name} returned shape {_shape(value)}; expected "
             f"{tuple(shape)} {what}"

@@ -24,12 +24,13 @@ accurate as Householder QR's (Bjorck & Paige 1992).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax.numpy as jnp
 from jax import lax
 from jax.scipy.linalg import solve_triangular
-from jaxtyping import Array, Float
+from jaxtyping import Array
 
 #: State/observation dimensions up to which :data:`SMALL` is chosen automatically.
 SMALL_MAX_DIM = 8
@@ -38,13 +39,13 @@ SMALL_MAX_DIM = 8
 class LinalgOps(NamedTuple):
     """A linear-algebra implementation (see the module docstring)."""
 
-    matmul: object
-    cholesky: object
-    solve_lower: object
-    solve_lower_t: object
-    tria: object
-    psd_cholesky: object
-    solve: object
+    matmul: Callable[[Array, Array], Array]
+    cholesky: Callable[[Array], Array]
+    solve_lower: Callable[[Array, Array], Array]
+    solve_lower_t: Callable[[Array, Array], Array]
+    tria: Callable[[Array], Array]
+    psd_cholesky: Callable[[Array], Array]
+    solve: Callable[[Array, Array], Array]
 
 
 def mT(a: Array) -> Array:  # noqa: N802  (numpy's own name for it)
@@ -52,12 +53,12 @@ def mT(a: Array) -> Array:  # noqa: N802  (numpy's own name for it)
     return jnp.swapaxes(a, -1, -2)
 
 
-def symmetrize(a: Float[Array, "n n"]) -> Float[Array, "n n"]:
+def symmetrize(a: Array) -> Array:
     r"""Return :math:`(A + A^\top) / 2`."""
     return 0.5 * (a + mT(a))
 
 
-def logdet_from_chol(chol: Float[Array, "n n"]) -> Float[Array, ""]:
+def logdet_from_chol(chol: Array) -> Array:
     r"""Return :math:`\log\det(L L^\top) = 2 \sum_i \log L_{ii}`."""
     return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
 
@@ -65,7 +66,7 @@ def logdet_from_chol(chol: Float[Array, "n n"]) -> Float[Array, ""]:
 # ---------------------------------------------------------------- general (LAPACK)
 
 
-def _tria_qr(a: Float[Array, "n k"]) -> Float[Array, "n n"]:
+def _tria_qr(a: Array) -> Array:
     n, k = a.shape
     if k < n:  # pad with zero columns so that the QR is of a tall matrix
         a = jnp.concatenate([a, jnp.zeros((n, n - k), a.dtype)], axis=1)
@@ -74,7 +75,7 @@ def _tria_qr(a: Float[Array, "n k"]) -> Float[Array, "n n"]:
     return mT(r) * sign[None, :]
 
 
-def _psd_cholesky_general(a: Float[Array, "n n"]) -> Float[Array, "n n"]:
+def _psd_cholesky_general(a: Array) -> Array:
     # Cholesky when it exists; else triangularise the symmetric square root from an
     # eigendecomposition (a lax.cond: outside vmap only one branch runs).
     chol = jnp.linalg.cholesky(a)
@@ -106,7 +107,7 @@ def _matmul_small(a: Array, b: Array) -> Array:
     return jnp.sum(a[:, :, None] * b[None, :, :], axis=1)
 
 
-def _cholesky_small(a: Float[Array, "n n"], psd: bool = False) -> Float[Array, "n n"]:
+def _cholesky_small(a: Array, psd: bool = False) -> Array:
     # Column-by-column Cholesky without pivoting. With ``psd`` a non-positive pivot
     # gives a zero column, which is exact for PSD input (the column below a zero
     # pivot is zero); without it a non-positive pivot gives NaN, as LAPACK does.
@@ -149,7 +150,7 @@ def _solve_lower_t_small(chol: Array, b: Array) -> Array:
     return jnp.stack(xs, axis=0)
 
 
-def _tria_mgs(a: Float[Array, "n k"]) -> Float[Array, "n n"]:
+def _tria_mgs(a: Array) -> Array:
     # Modified Gram-Schmidt on the rows of a: row i of the result holds the
     # coordinates of a_i in the orthonormal basis built from a_1..a_i.
     n = a.shape[0]
@@ -168,7 +169,7 @@ def _tria_mgs(a: Float[Array, "n k"]) -> Float[Array, "n n"]:
     return jnp.stack(cols, axis=1)
 
 
-def _solve_small(a: Float[Array, "n n"], b: Array) -> Array:
+def _solve_small(a: Array, b: Array) -> Array:
     # Gauss-Jordan elimination with partial pivoting, unrolled; the row swap is a
     # select against the pivot row, so there is no gather or LAPACK call.
     n = a.shape[0]

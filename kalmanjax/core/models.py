@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from jaxtyping import Array, ArrayLike, Float
+from jaxtyping import Array, Float
 
 __all__ = [
     "CategoricalObservation",
@@ -116,7 +116,7 @@ DynamicsLike = LinearDynamics | Callable[[Any], LinearDynamics]
 ObservationLike = LinearObservation | Callable[[Any], LinearObservation]
 
 
-def get_obs(inputs: Any) -> Float[ArrayLike, " obs"]:
+def get_obs(inputs: Any) -> Any:
     """Return the observation held by one step's inputs.
 
     Args:
@@ -124,7 +124,8 @@ def get_obs(inputs: Any) -> Float[ArrayLike, " obs"]:
             or an object with attribute ``obs``.
 
     Returns:
-        The observation vector.
+        The observation: a vector ``(obs,)`` for one step's inputs, ``(time,
+        obs)`` for a whole sequence's.
 
     Raises:
         TypeError: if no observation can be found.

@@ -30,12 +30,12 @@ from .. import (
     LinearDynamics,
     NonlinearObservation,
     extended_kalman_filter,
+    regression_filter,
 )
 from .. import diagnostics as kd
 from .. import run as run_filter
 from ._plot import pyplot
 from ._result import Claim, ExperimentResult
-from .collapse import regression_filter
 
 NAME = "calibration"
 

@@ -1,10 +1,11 @@
 r"""Covariance collapse on in-context linear regression (theory.md, item 1).
 
-The canonical testbed: a task is a weight vector :math:`\theta^* \sim N(0,
-\tau^2 I_d)`; the prompt's tokens are pairs :math:`(x_t, y_t)` with
-:math:`y_t = x_t^\top \theta^* + v_t`, :math:`v_t \sim N(0, r)`. The Kalman filter
-with :math:`F = I`, :math:`Q = 0`, :math:`H_t = x_t^\top`, :math:`R = r` is then the
-exact posterior, its mean the Bayesian-ridge predictor with :math:`\lambda =
+The canonical testbed (:mod:`kalmanjax.experiments.testbed`): a task is a weight
+vector :math:`\theta^* \sim N(0, \tau^2 I_d)`; the prompt's tokens are pairs
+:math:`(x_t, y_t)` with :math:`y_t = x_t^\top \theta^* + v_t`, :math:`v_t \sim
+N(0, r)`. The Kalman filter with :math:`F = I`, :math:`Q = 0`, :math:`H_t =
+x_t^\top`, :math:`R = r` (:func:`kalmanjax.regression_filter`) is then the exact
+posterior, its mean the Bayesian-ridge predictor with :math:`\lambda =
 r/\tau^2`. This experiment measures, per token:
 
 * :math:`\operatorname{tr}\Sigma_t` and :math:`\log\det\Sigma_t`;
@@ -26,10 +27,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import Gaussian, LinearDynamics, LinearObservation, kalman_filter
+from .. import Gaussian, regression_filter
+from .. import diagnostics as kd
 from .. import run as run_filter
 from ._plot import pyplot
 from ._result import Claim, ExperimentResult
+from .testbed import simulate_tasks
 
 NAME = "collapse"
 
@@ -38,34 +41,6 @@ def _settings(quick: bool) -> dict:
     if quick:
         return dict(dim=4, num_tokens=64, num_tasks=16, noise_var=0.1, prior_var=1.0)
     return dict(dim=8, num_tokens=2048, num_tasks=256, noise_var=0.1, prior_var=1.0)
-
-
-def simulate_tasks(key, dim, num_tokens, num_tasks, noise_var, prior_var):
-    """Draw tasks and prompts.
-
-    Returns:
-        ``theta (tasks, dim)``, ``x (tasks, T, dim)`` and ``y (tasks, T)``.
-    """
-    k_theta, k_x, k_v = jax.random.split(key, 3)
-    theta = jnp.sqrt(prior_var) * jax.random.normal(k_theta, (num_tasks, dim))
-    x = jax.random.normal(k_x, (num_tasks, num_tokens, dim))
-    noise = jnp.sqrt(noise_var) * jax.random.normal(k_v, (num_tasks, num_tokens))
-    return theta, x, jnp.einsum("ntd,nd->nt", x, theta) + noise
-
-
-def regression_filter(dim: int, noise_var: float, process_var: float = 0.0):
-    """The in-context regression filter: F = I, Q = qI, H_t = x_t^T, R = r.
-
-    ``process_var = 0`` is a fixed task; the per-step inputs hold ``"obs"`` and the
-    token's ``"x"``.
-    """
-    dynamics = LinearDynamics(F=jnp.eye(dim), Q=process_var * jnp.eye(dim))
-    noise = noise_var * jnp.eye(1)
-
-    def observation(inputs):
-        return LinearObservation(H=inputs["x"][None, :], R=noise)
-
-    return kalman_filter(dynamics, observation)
 
 
 def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
@@ -111,7 +86,7 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
     tail_ratio = float(tail / (dim * r))
     # exponential-vs-1/t: fit log tr Sigma_t against log t on the last half
     half = slice(len(t) // 2, None)
-    tail_slope = float(np.polyfit(np.log(t[half]), np.log(trace[half]), 1)[0])
+    tail_slope = kd.loglog_slope(t[half], trace[half])
     mse_ratio = float(res["sq_error"].mean(0)[-1] / trace[-1])
 
     settings = dict(s, seed=seed)

@@ -26,12 +26,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import Gaussian
+from .. import Gaussian, regression_filter
 from .. import diagnostics as kd
 from .. import run as run_filter
 from ._plot import pyplot
 from ._result import Claim, ExperimentResult
-from .collapse import regression_filter
 
 NAME = "contraction"
 
@@ -75,7 +74,7 @@ def _compute(s: dict, seed: int) -> dict:
                 out["info_q0"] = a.infos.information_gain
         return out
 
-    # lax.map over tasks, not vmap: see kalmanjax.diagnostics._per_matrix
+    # lax.map over tasks, not vmap: see kalmanjax.diagnostics.arrays.per_matrix
     per_task = jax.jit(lambda x, y: jax.lax.map(lambda xy: one_task(*xy), (x, y)))
     return jax.tree_util.tree_map(np.asarray, per_task(x, y))
 

@@ -28,11 +28,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import Gaussian
+from .. import Gaussian, regression_filter
 from .. import run as run_filter
 from ._plot import pyplot
 from ._result import Claim, ExperimentResult
-from .collapse import regression_filter, simulate_tasks
+from .testbed import simulate_tasks
 
 NAME = "finetune"
 

@@ -25,12 +25,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import Gaussian
+from .. import Gaussian, regression_filter
 from .. import diagnostics as kd
 from .. import run as run_filter
 from ._plot import pyplot
 from ._result import Claim, ExperimentResult
-from .collapse import regression_filter
 
 NAME = "informativeness"
 

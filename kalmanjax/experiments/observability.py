@@ -26,12 +26,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import Gaussian
+from .. import Gaussian, regression_filter
 from .. import diagnostics as kd
 from .. import run as run_filter
 from ._plot import pyplot
 from ._result import Claim, ExperimentResult
-from .collapse import regression_filter
 
 NAME = "observability"
 
@@ -68,7 +67,7 @@ def _compute(s: dict, seed: int) -> dict:
     # the never-excited direction: the last coordinate of every token is zero
     mask = jnp.ones(dim).at[-1].set(0.0)
 
-    # lax.map, not vmap, over tasks: see kalmanjax.diagnostics._per_matrix
+    # lax.map, not vmap, over tasks: see kalmanjax.diagnostics.arrays.per_matrix
     @jax.jit
     def per_task(x, y):
         return jax.lax.map(lambda xy: one_task(*xy), (x, y))

@@ -28,6 +28,7 @@ network is already near-Bayes, so anything the adaptation changes is a cost.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -98,7 +99,7 @@ def _gap_closed(err, frozen, bayes):
     return (frozen - err) / (frozen - bayes)
 
 
-def _across_prompts(s, config, predict, s2, mu, seed):
+def _across_prompts(s, config, predict, s2, mu, seed) -> dict[str, Any]:
     n, k = config.num_pairs, s["k"]
     x, y = T.draw(config, seed + 1, s["num_stream"], mu)
     hx, hy = T.draw(config, seed + 2, s["num_heldout"], mu)

@@ -26,13 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import Gaussian
+from .. import Gaussian, regression_filter
 from .. import run as run_filter
 from ..nn.icl import encode, evaluate
 from . import _transformer as T
 from ._plot import pyplot
 from ._result import Claim, ExperimentResult
-from .collapse import regression_filter
 
 NAME = "transformer_icl"
 

@@ -33,7 +33,10 @@ __all__ = ["extended_kalman_filter"]
 
 def extended_kalman_filter(
     dynamics: NonlinearDynamics | LinearDynamics | Callable,
-    observation: NonlinearObservation | LinearObservation | Callable,
+    observation: NonlinearObservation
+    | LinearObservation
+    | CategoricalObservation
+    | Callable,
     *,
     form: Form = "dense",
     num_iter: int = 1,

@@ -179,7 +179,8 @@ def _associative_form(dynamics, observation, form, missing, fast) -> Associative
         elems = vmapped(generic, axes)(*models)
         # the first step conditions the predicted prior instead: A = 0, eta = 0, J = 0
         predicted0 = linear_predict(prior, first_dyn, ops)
-        cov0 = predicted0.chol if sqrt else predicted0.cov
+        sqrt0 = isinstance(predicted0, SqrtGaussian)
+        cov0 = predicted0.chol if sqrt0 else predicted0.cov
         zero = jnp.zeros((n, n), dtype)
         y0 = models[2][0]
         first = filter_element(

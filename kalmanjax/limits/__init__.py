@@ -36,42 +36,85 @@ Conventions: ``h(theta, inputs) -> (obs,)`` is the observation function, called
 per step on that step's slice of ``xs`` (observation under ``xs["obs"]``); the
 filters are static (:math:`F = I`), the state a flat vector.
 
-This subpackage needs ``optax`` (an optional dependency, in the ``experiments``
-and ``test`` extras); ``import kalmanjax`` does not import it.
+The filters and the meta-learning likelihood import without ``optax``. The names
+that need it (the optax bridges, the gap paths measured against ``optax.sgd``,
+:func:`fit_meta_prior`) are imported on first access from
+:mod:`~kalmanjax.limits.optax_bridge`, :mod:`~kalmanjax.limits.gaps` and
+:mod:`~kalmanjax.limits.meta_fit`; without optax that access raises an
+``ImportError`` naming the extra to install (``kalmanjax[experiments]``).
 """
 
-from ._paths import GapPath, loglog_slope
-from .gradient_descent import (
-    LimitInfo,
-    frozen_covariance_filter,
-    gd_gap_path,
-    gd_limit_filter,
-)
+from typing import TYPE_CHECKING, Any
+
+from ..diagnostics.contraction import loglog_slope
+from .gradient_descent import LimitInfo, frozen_covariance_filter, gd_limit_filter
 from .meta_learning import (
-    MetaFit,
     MetaParams,
     adapt,
-    fit_meta_prior,
     init_meta_params,
     meta_log_likelihood,
     meta_prior,
     meta_sgd_learning_rates,
 )
-from .natural_gradient import (
-    fixed_natural_gradient_filter,
-    natural_gradient_filter,
-    natural_gradient_gap_path,
-)
-from .optax_bridge import (
-    KalmanTransformationState,
-    NaturalGradientState,
-    frozen_filter_transformation,
-    gd_limit_transformation,
-    kalman_transformation,
-    natural_gradient_transformation,
-    precondition,
-)
-from .projection import projection_filter, projection_gap_path
+from .natural_gradient import fixed_natural_gradient_filter, natural_gradient_filter
+from .projection import projection_filter
+
+if TYPE_CHECKING:  # for type checkers; at run time __getattr__ imports them
+    from .gaps import (
+        GapPath,
+        gd_gap_path,
+        natural_gradient_gap_path,
+        projection_gap_path,
+    )
+    from .meta_fit import MetaFit, fit_meta_prior
+    from .optax_bridge import (
+        KalmanTransformationState,
+        NaturalGradientState,
+        frozen_filter_transformation,
+        gd_limit_transformation,
+        kalman_transformation,
+        natural_gradient_transformation,
+        precondition,
+    )
+
+#: name -> the submodule that holds it, for the names that need optax
+_NEEDS_OPTAX = {
+    "GapPath": "gaps",
+    "gd_gap_path": "gaps",
+    "natural_gradient_gap_path": "gaps",
+    "projection_gap_path": "gaps",
+    "MetaFit": "meta_fit",
+    "fit_meta_prior": "meta_fit",
+    "KalmanTransformationState": "optax_bridge",
+    "NaturalGradientState": "optax_bridge",
+    "frozen_filter_transformation": "optax_bridge",
+    "gd_limit_transformation": "optax_bridge",
+    "kalman_transformation": "optax_bridge",
+    "natural_gradient_transformation": "optax_bridge",
+    "precondition": "optax_bridge",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the optax-dependent names on first access (PEP 562)."""
+    where = _NEEDS_OPTAX.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        if where == "gaps":
+            from . import gaps as module
+        elif where == "meta_fit":
+            from . import meta_fit as module
+        else:
+            from . import optax_bridge as module
+    except ModuleNotFoundError as err:
+        if err.name != "optax":
+            raise
+        raise ImportError(
+            f"kalmanjax.limits.{name} needs optax: pip install 'kalmanjax[experiments]'"
+        ) from err
+    return getattr(module, name)
+
 
 __all__ = [
     "GapPath",

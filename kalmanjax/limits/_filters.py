@@ -1,7 +1,7 @@
-"""Private: the Kalman filter of a linearised observation, built on ``kj.update``.
+"""The Kalman filter of a linearised observation, on :func:`kalmanjax.ekf_update`.
 
 Every limit in :mod:`kalmanjax.limits` is this one filter with its parameters taken
-along a path (static state, :math:`F = I`, :math:`Q = 0`):
+along a path (static state, :math:`F = I`, :math:`Q = 0`, so there is no predict):
 
 * ``frozen=True``: the covariance is not propagated; every step conditions the
   *same* prior covariance :math:`P` (the gradient-descent and Kaczmarz limits);
@@ -15,13 +15,16 @@ from __future__ import annotations
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 
-from ..core import checks as _checks
+from ..core import checks
 from ..core.beliefs import Gaussian, to_dense
 from ..core.filter import Filter
-from ..core.models import get_obs
-from ..steps.linear import update
-from ._linearize import ObservationFn, linearized_observation
+from ..core.models import NonlinearObservation, get_obs
+from ..steps.nonlinear import ekf_update
+from ._common import ObservationFn, as_matrix, checked
+
+__all__ = ["linearized_filter"]
 
 
 def linearized_filter(
@@ -33,18 +36,18 @@ def linearized_filter(
     noise_free: bool = False,
 ) -> Filter:
     """The filter described in the module docstring (state: a dense ``Gaussian``)."""
+    fn = checked(h, owner)
 
     def init(prior: Any) -> Gaussian:
-        _checks.check_belief(prior, f"{owner}.init")
+        checks.check_belief(prior, f"{owner}.init")
         return to_dense(prior)
 
     def step(belief: Gaussian, inputs: Any):
         step_owner = f"{owner}.step"
-        _checks.check_belief(belief, step_owner)
-        obs_model = linearized_observation(
-            h, belief.mean, inputs, noise_cov, step_owner
-        )
-        post, info = update(belief, get_obs(inputs), obs_model)
+        _, dtype = checks.check_belief(belief, step_owner)
+        y = get_obs(inputs)
+        R = as_matrix(noise_cov, np.shape(y)[0], dtype, "noise_cov", step_owner)
+        post, info = ekf_update(belief, y, NonlinearObservation(fn=fn, R=R), inputs)
         if frozen:  # no covariance propagation: the next step sees the same P
             post = Gaussian(mean=post.mean, cov=belief.cov)
         if noise_free:  # 1/2 log det S - 1/2 log det 0: a noise-free token is

@@ -26,8 +26,9 @@ fixed-step natural gradient).
   frozen covariance; :math:`O(k^2)` memory);
 * :func:`gd_limit_filter`: the limit itself, :math:`m + \eta J^\top e` by one
   vector-Jacobian product (:math:`O(k)` memory, the cost of ``optax.sgd``);
-* :func:`gd_gap_path`: the gap between the two along a path of :math:`\eta`,
-  measured against ``optax.sgd`` itself.
+* :func:`~kalmanjax.limits.gd_gap_path` (in :mod:`kalmanjax.limits.gaps`, with
+  optax): the gap between the two along a path of :math:`\eta`, measured against
+  ``optax.sgd`` itself.
 """
 
 from __future__ import annotations
@@ -36,24 +37,15 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
-from jaxtyping import Array, ArrayLike, Float
+from jaxtyping import Array, Float
 
 from ..core.beliefs import Gaussian, SqrtGaussian
 from ..core.filter import Filter
 from ..core.models import get_obs
-from ..drivers.filtering import run
+from ._common import ObservationFn, apply_preconditioner, check_state, checked
 from ._filters import linearized_filter
-from ._linearize import ObservationFn, as_matrix, check_state, evaluate
-from ._paths import GapPath
-from .optax_bridge import apply_preconditioner, precondition
 
-__all__ = [
-    "LimitInfo",
-    "frozen_covariance_filter",
-    "gd_gap_path",
-    "gd_limit_filter",
-]
+__all__ = ["LimitInfo", "frozen_covariance_filter", "gd_limit_filter"]
 
 
 class LimitInfo(NamedTuple):
@@ -138,6 +130,7 @@ def gd_limit_filter(h: ObservationFn, learning_rate: Any) -> Filter:
         [0.0294, 0.0294]
     """
     owner = "gd_limit_filter"
+    fn = checked(h, owner)
 
     def init(prior: Any) -> jax.Array:
         mean = prior.mean if isinstance(prior, Gaussian | SqrtGaussian) else prior
@@ -147,7 +140,7 @@ def gd_limit_filter(h: ObservationFn, learning_rate: Any) -> Filter:
     def step(theta: jax.Array, inputs: Any):
         check_state(theta, f"{owner}.step")
         y = get_obs(inputs)
-        pred, vjp = jax.vjp(lambda th: evaluate(h, th, inputs, owner), theta)
+        pred, vjp = jax.vjp(lambda th: fn(th, inputs), theta)
         if jnp.shape(y) != pred.shape:
             raise ValueError(
                 f"{owner}: the observation has shape {jnp.shape(y)} but h returns "
@@ -159,93 +152,3 @@ def gd_limit_filter(h: ObservationFn, learning_rate: Any) -> Filter:
         return new, LimitInfo(loss=0.5 * jnp.sum(e * e), innovation=e)
 
     return Filter(init=init, step=step)
-
-
-def _sgd_reference(h, m0, xs, tx, precond):
-    """Run an optax transformation over the stream on the per-token loss."""
-
-    def loss(theta, inputs):
-        return 0.5 * jnp.sum((get_obs(inputs) - h(theta, inputs)) ** 2)
-
-    def body(carry, inputs):
-        theta, state = carry
-        g = jax.grad(loss)(theta, inputs)
-        J = jax.jacfwd(h)(theta, inputs)
-        gain = jnp.trace(J @ precond @ J.T)  # |J|^2 in the metric of P-bar
-        upd, state = tx.update(g, state, theta)
-        return (optax.apply_updates(theta, upd), state), gain
-
-    (theta, _), gains = jax.lax.scan(body, (m0, tx.init(m0)), xs)
-    return theta, jnp.mean(gains)
-
-
-def gd_gap_path(
-    h: ObservationFn,
-    prior_mean: Float[ArrayLike, " k"],
-    xs: Any,
-    learning_rates: Float[ArrayLike, " L"],
-    *,
-    preconditioner: Any = None,
-) -> GapPath:
-    r"""Gap between the frozen-covariance filter and ``optax.sgd`` along a path.
-
-    For each :math:`\eta` in ``learning_rates`` the filter runs over ``xs`` from
-    ``prior_mean`` with frozen covariance :math:`P = \eta \bar P` and
-    :math:`R = I` (any :math:`r` gives the same means for
-    :math:`P = \eta r \bar P`), and ``optax.sgd(eta)`` (chained after
-    :func:`~kalmanjax.limits.optax_bridge.precondition` when :math:`\bar P \ne I`)
-    runs over the same tokens on :math:`\tfrac12|y_t - h(\theta, u_t)|^2`. The
-    path variable is :math:`\eta\,\overline{|J|^2}`, the mean over tokens of
-    :math:`\operatorname{tr}(J_t \bar P J_t^\top)` along the SGD iterates.
-    Predicted: ``relative_gap`` of order 1 in the path, ``gap`` of order 2 in
-    :math:`\eta`.
-
-    Args:
-        h: ``h(theta, inputs) -> (obs,)``.
-        prior_mean: :math:`m_0`, shape ``(k,)``.
-        xs: the per-step inputs (leading time axis ``T``; ``"obs"`` of shape
-            ``(T, obs)``).
-        learning_rates: the path :math:`\eta`, shape ``(L,)``.
-        preconditioner: :math:`\bar P` (scalar, ``(k,)`` or ``(k, k)``); ``None``
-            is :math:`I` (plain SGD).
-
-    Returns:
-        A :class:`~kalmanjax.limits.GapPath` with ``parameter`` = :math:`\eta`.
-
-    Examples:
-        >>> import jax.numpy as jnp
-        >>> from kalmanjax.limits import loglog_slope
-        >>> h = lambda th, u: u["x"] @ th
-        >>> xs = {"obs": jnp.ones((4, 1)), "x": jnp.ones((4, 1, 2))}
-        >>> p = gd_gap_path(h, jnp.zeros(2), xs, jnp.array([1e-2, 1e-3]))
-        >>> round(loglog_slope(p.path, p.relative_gap))
-        1
-    """
-    owner = "gd_gap_path"
-    m0 = jnp.asarray(prior_mean)
-    n, dtype = check_state(m0, owner)
-    etas = jnp.asarray(learning_rates, dtype)
-    if etas.ndim != 1:
-        raise ValueError(
-            f"{owner}: learning_rates must be a vector (L,), got {etas.shape}"
-        )
-    pbar = as_matrix(
-        1.0 if preconditioner is None else preconditioner,
-        n,
-        dtype,
-        "preconditioner",
-        owner,
-    )
-    filt = frozen_covariance_filter(h, noise_cov=1.0)
-
-    def one(eta):
-        out = run(filt, Gaussian(mean=m0, cov=eta * pbar), xs, lean=True)
-        tx = optax.sgd(eta)
-        if preconditioner is not None:
-            tx = optax.chain(precondition(pbar), tx)
-        ref, mean_gain = _sgd_reference(h, m0, xs, tx, pbar)
-        gap = jnp.linalg.norm(out.final.mean - ref)
-        return eta * mean_gain, gap, gap / jnp.linalg.norm(ref - m0)
-
-    path, gap, rel = jax.vmap(one)(etas)
-    return GapPath(parameter=etas, path=path, gap=gap, relative_gap=rel)

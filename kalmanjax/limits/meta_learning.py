@@ -4,7 +4,8 @@ Across tasks :math:`i = 1..N` the prior :math:`(m_0, \Sigma_0)` and the noise
 :math:`(Q, R)` of the filter are hyper-parameters; maximising the summed log
 marginal likelihood :math:`\sum_i \log p(y^{(i)}_{1:T})` (type-II maximum
 likelihood, :func:`kalmanjax.log_marginal_likelihood` under ``jax.vmap``) learns
-them, here with ``optax.adam`` (:func:`fit_meta_prior`). As :math:`N` grows the
+them, here with ``optax.adam`` (:func:`~kalmanjax.limits.fit_meta_prior`, in
+:mod:`kalmanjax.limits.meta_fit`: the one part that needs optax). As :math:`N` grows the
 learned :math:`\Sigma_0` approaches the covariance of the task distribution; with
 informative prompts it is as good as the sample covariance of the (unseen) true
 task vectors, the best any estimator can do.
@@ -27,21 +28,19 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jaxtyping import Array, ArrayLike, Float
 
 from ..core.beliefs import Gaussian
-from ..core.models import LinearDynamics, LinearObservation, get_obs
+from ..core.filter import Filter
+from ..core.models import get_obs
 from ..drivers.filtering import log_marginal_likelihood
-from ..filters.kalman import kalman_filter
-from ._linearize import ObservationFn, check_state
+from ..filters.regression import regression_design, regression_filter
+from ._common import ObservationFn
 from .gradient_descent import gd_limit_filter
 
 __all__ = [
-    "MetaFit",
     "MetaParams",
     "adapt",
-    "fit_meta_prior",
     "init_meta_params",
     "meta_log_likelihood",
     "meta_prior",
@@ -62,8 +61,8 @@ class MetaParams(NamedTuple):
             (the default) means :math:`Q = 0`.
     """
 
-    mean: Float[Array, " k"]
-    scale: Float[Array, "k k"] | Float[Array, " k"]
+    mean: Float[Array, " state"]
+    scale: Float[Array, "state state"] | Float[Array, " state"]
     log_noise_var: Float[Array, ""]
     log_process_var: Float[Array, ""]
 
@@ -120,23 +119,15 @@ def meta_prior(params: MetaParams) -> Gaussian:
     return Gaussian(mean=params.mean, cov=L @ L.T)
 
 
-def _default_design(inputs: Any) -> jax.Array:
-    x = inputs["x"]
-    return x[None, :] if x.ndim == 1 else x
-
-
-def _task_filter(params: MetaParams, design):
-    k = params.mean.shape[0]
-    dtype = params.mean.dtype
-    q = jnp.exp(params.log_process_var)
-    dyn = LinearDynamics(F=jnp.eye(k, dtype=dtype), Q=q * jnp.eye(k, dtype=dtype))
-    r = jnp.exp(params.log_noise_var)
-
-    def observation(inputs):
-        H = design(inputs)
-        return LinearObservation(H=H, R=r * jnp.eye(H.shape[0], dtype=dtype))
-
-    return kalman_filter(dyn, observation)
+def _task_filter(params: MetaParams, design: Any) -> Filter:
+    """The tasks' regression filter with the hyper-parameters' noise."""
+    return regression_filter(
+        params.mean.shape[0],
+        jnp.exp(params.log_noise_var),
+        jnp.exp(params.log_process_var),
+        dtype=params.mean.dtype,
+        design=design,
+    )
 
 
 def meta_log_likelihood(
@@ -163,126 +154,16 @@ def meta_log_likelihood(
         >>> meta_log_likelihood(init_meta_params(2), xs).shape
         ()
     """
-    design = _default_design if design is None else design
+    design = regression_design if design is None else design
     filt = _task_filter(params, design)
     prior = meta_prior(params)
     per_task = jax.vmap(lambda task: log_marginal_likelihood(filt, prior, task))(xs)
     return jnp.sum(per_task)
 
 
-class MetaFit(NamedTuple):
-    r"""What :func:`fit_meta_prior` returns.
-
-    Attributes:
-        params: the fitted :class:`MetaParams`.
-        prior: the fitted prior ``Gaussian`` :math:`(m_0, \Sigma_0)`.
-        noise_var: the fitted :math:`r`.
-        process_var: the fitted :math:`q` (0 when not learned).
-        losses: the negative log-likelihood per observed number at every step,
-            shape ``(steps,)``.
-    """
-
-    params: MetaParams
-    prior: Gaussian
-    noise_var: jax.Array
-    process_var: jax.Array
-    losses: jax.Array
-
-
-def fit_meta_prior(
-    xs: Any,
-    init: MetaParams,
-    *,
-    steps: int = 500,
-    learning_rate: float = 0.05,
-    learn_noise: bool = True,
-    learn_process_noise: bool = False,
-    design: Any = None,
-) -> MetaFit:
-    r"""Learn :math:`(m_0, \Sigma_0, r[, q])` by type-II maximum likelihood.
-
-    Minimises :math:`-\frac{1}{n}\sum_i \log p(y^{(i)}_{1:T})` (:math:`n` the
-    number of observed, non-NaN, entries; tasks padded with NaN add nothing) with
-    ``optax.adam(learning_rate)`` for ``steps`` full-batch steps (one
-    ``lax.scan``; jit the call for speed).
-
-    Args:
-        xs: the tasks' per-step inputs, leading axes ``(tasks, T)`` (see
-            :func:`meta_log_likelihood`).
-        init: the starting :class:`MetaParams` (:func:`init_meta_params`); a
-            ``(k,)`` ``scale`` fits a diagonal :math:`\Sigma_0`.
-        steps: optimisation steps.
-        learning_rate: Adam's step size.
-        learn_noise: also learn :math:`r` (else keep ``init``'s).
-        learn_process_noise: also learn :math:`q` (``init`` must then have a
-            finite ``log_process_var``).
-        design: ``inputs -> H`` (see :func:`meta_log_likelihood`).
-
-    Returns:
-        A :class:`MetaFit`.
-
-    Examples:
-        >>> import jax
-        >>> xs = {"obs": jax.random.normal(jax.random.key(0), (8, 4, 1)),
-        ...       "x": jax.random.normal(jax.random.key(1), (8, 4, 2))}
-        >>> fit = fit_meta_prior(xs, init_meta_params(2), steps=5)
-        >>> fit.prior.cov.shape, fit.losses.shape
-        ((2, 2), (5,))
-    """
-    owner = "fit_meta_prior"
-    obs = get_obs(xs)
-    if np.ndim(obs) != 3:
-        raise ValueError(
-            f"{owner}: xs['obs'] must have shape (tasks, T, obs), got {np.shape(obs)}"
-        )
-    check_state(init.mean, owner)
-    if learn_process_noise and not np.isfinite(np.asarray(init.log_process_var)):
-        raise ValueError(
-            f"{owner}: learn_process_noise=True needs a finite initial "
-            "log_process_var (init_meta_params(..., process_var=q > 0))"
-        )
-    # per observed number (NaN = missing; a task padded with NaN adds nothing)
-    num = jnp.maximum(jnp.sum(~jnp.isnan(obs)), 1).astype(init.mean.dtype)
-    mask = MetaParams(
-        mean=True,
-        scale=True,
-        log_noise_var=learn_noise,
-        log_process_var=learn_process_noise,
-    )
-
-    def loss(params):
-        return -meta_log_likelihood(params, xs, design=design) / num
-
-    tx = optax.adam(learning_rate)
-
-    def body(carry, _):
-        params, state = carry
-        value, grads = jax.value_and_grad(loss)(params)
-        grads = jax.tree_util.tree_map(
-            lambda g, keep: g if keep else jnp.zeros_like(g), grads, mask
-        )
-        # optax.adam raises its step count (int32) to a float power, which JAX's
-        # strict dtype promotion rejects; allow standard promotion for that call
-        with jax.numpy_dtype_promotion("standard"):
-            updates, state = tx.update(grads, state, params)
-        updates = jax.tree_util.tree_map(
-            lambda u, keep: u if keep else jnp.zeros_like(u), updates, mask
-        )
-        return (optax.apply_updates(params, updates), state), value
-
-    (params, _), losses = jax.lax.scan(body, (init, tx.init(init)), None, length=steps)
-    return MetaFit(
-        params=params,
-        prior=meta_prior(params),
-        noise_var=jnp.exp(params.log_noise_var),
-        process_var=jnp.exp(params.log_process_var),
-        losses=losses,
-    )
-
-
 def meta_sgd_learning_rates(
     prior: Gaussian, noise_var: Float[ArrayLike, ""]
-) -> Float[Array, " k"]:
+) -> Float[Array, " state"]:
     r"""Per-coordinate learning rates :math:`\alpha_j = (\Sigma_0)_{jj} / r`.
 
     In the GD limit a diagonal prior covariance is a learning-rate vector
@@ -301,10 +182,10 @@ def meta_sgd_learning_rates(
 
 def adapt(
     h: ObservationFn,
-    prior_mean: Float[ArrayLike, " k"],
+    prior_mean: Float[ArrayLike, " state"],
     support: Any,
     learning_rate: Any,
-) -> Float[Array, " k"]:
+) -> Float[Array, " state"]:
     r"""One gradient-descent-limit step from :math:`m_0` on a whole support set.
 
     The support set's tokens are stacked into one observation
@@ -337,6 +218,6 @@ def adapt(
     def h_all(theta, inputs):
         return jax.vmap(lambda u: h(theta, u))(inputs["support"]).reshape(-1)
 
-    stacked = {"obs": get_obs(support).reshape(-1), "support": support}
+    stacked = {"obs": jnp.reshape(get_obs(support), -1), "support": support}
     new, _ = gd_limit_filter(h_all, learning_rate).step(m0, stacked)
     return new

@@ -22,7 +22,9 @@ float64 against a NumPy NGD recursion.
 Freezing the preconditioner instead, :math:`P^- = \eta F^{-1}` at every step,
 gives the frozen-covariance filter whose :math:`\eta |J|^2_{F^{-1}} \to 0` limit
 is fixed-step natural gradient :math:`\theta - \eta F^{-1}\nabla\ell_t`
-(:func:`fixed_natural_gradient_filter`, :func:`natural_gradient_gap_path`).
+(:func:`fixed_natural_gradient_filter`; its gap path,
+:func:`~kalmanjax.limits.natural_gradient_gap_path`, is in
+:mod:`kalmanjax.limits.gaps`).
 """
 
 from __future__ import annotations
@@ -33,15 +35,13 @@ import jax.numpy as jnp
 from jaxtyping import ArrayLike, Float
 
 from ..core.filter import Filter
+from ._common import ObservationFn
 from ._filters import linearized_filter
-from ._linearize import ObservationFn
-from ._paths import GapPath
-from .gradient_descent import gd_gap_path, gd_limit_filter
+from .gradient_descent import gd_limit_filter
 
 __all__ = [
     "fixed_natural_gradient_filter",
     "natural_gradient_filter",
-    "natural_gradient_gap_path",
 ]
 
 
@@ -78,7 +78,7 @@ def natural_gradient_filter(h: ObservationFn, noise_cov: Any) -> Filter:
 
 
 def fixed_natural_gradient_filter(
-    h: ObservationFn, learning_rate: Any, fisher: Float[ArrayLike, "k k"]
+    h: ObservationFn, learning_rate: Any, fisher: Float[ArrayLike, "state state"]
 ) -> Filter:
     r"""Fixed-step natural gradient :math:`m + \eta F^{-1} J^\top e` per token.
 
@@ -106,43 +106,3 @@ def fixed_natural_gradient_filter(
     F = jnp.asarray(fisher)
     pre = learning_rate * jnp.linalg.solve(F, jnp.eye(F.shape[0], dtype=F.dtype))
     return gd_limit_filter(h, pre)
-
-
-def natural_gradient_gap_path(
-    h: ObservationFn,
-    prior_mean: Float[ArrayLike, " k"],
-    xs: Any,
-    learning_rates: Float[ArrayLike, " L"],
-    fisher: Float[ArrayLike, "k k"],
-) -> GapPath:
-    r"""Gap between the frozen-:math:`\eta F^{-1}` filter and fixed-step NGD.
-
-    :func:`~kalmanjax.limits.gd_gap_path` with preconditioner :math:`F^{-1}`:
-    the reference is ``optax.sgd(eta)`` chained after multiplying the gradient by
-    :math:`F^{-1}`; the path variable is :math:`\eta\,\overline{\operatorname{tr}
-    (J F^{-1} J^\top)}`. Predicted order of ``relative_gap``: 1.
-
-    Args:
-        h: ``h(theta, inputs) -> (obs,)``.
-        prior_mean: :math:`m_0`, shape ``(k,)``.
-        xs: the per-step inputs.
-        learning_rates: the path :math:`\eta`, shape ``(L,)``.
-        fisher: :math:`F`, positive definite, shape ``(k, k)``.
-
-    Returns:
-        A :class:`~kalmanjax.limits.GapPath`.
-
-    Examples:
-        >>> import jax.numpy as jnp
-        >>> from kalmanjax.limits import loglog_slope
-        >>> h = lambda th, u: u["x"] @ th
-        >>> xs = {"obs": jnp.ones((4, 1)), "x": jnp.ones((4, 1, 2))}
-        >>> F = jnp.array([[2.0, 0.5], [0.5, 1.0]])
-        >>> etas = jnp.array([1e-2, 1e-3])
-        >>> p = natural_gradient_gap_path(h, jnp.zeros(2), xs, etas, F)
-        >>> round(loglog_slope(p.path, p.relative_gap))
-        1
-    """
-    F = jnp.asarray(fisher)
-    inv = jnp.linalg.solve(F, jnp.eye(F.shape[0], dtype=F.dtype))
-    return gd_gap_path(h, prior_mean, xs, learning_rates, preconditioner=inv)

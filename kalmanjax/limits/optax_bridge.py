@@ -44,7 +44,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 from jax.scipy.linalg import cho_factor, cho_solve
@@ -52,8 +51,8 @@ from jax.scipy.linalg import cho_factor, cho_solve
 from ..core.beliefs import Gaussian
 from ..core.models import LinearDynamics
 from ..steps.linear import predict
+from ._common import ObservationFn, apply_preconditioner, as_matrix, value_and_jacobian
 from ._filters import linearized_filter
-from ._linearize import ObservationFn, as_matrix, value_and_jacobian
 
 __all__ = [
     "KalmanTransformationState",
@@ -66,28 +65,6 @@ __all__ = [
 ]
 
 
-def apply_preconditioner(pre: Any, flat: jax.Array, owner: str) -> jax.Array:
-    r""":math:`P g` for a scalar, ``(n,)`` diagonal or ``(n, n)`` matrix :math:`P`.
-
-    Scalars and diagonals cost :math:`O(n)`; only a full matrix costs
-    :math:`O(n^2)`.
-    """
-    n = flat.shape[0]
-    shape = np.shape(pre)
-    if shape not in ((), (n,), (n, n)):
-        raise ValueError(
-            f"{owner}: the learning rate / preconditioner must be a scalar, a ({n},) "
-            f"vector or a ({n}, {n}) matrix for {n} parameters, got shape {shape}"
-        )
-    if shape != () and jnp.result_type(pre) != flat.dtype:
-        raise TypeError(
-            f"{owner}: the learning rate / preconditioner has dtype "
-            f"{jnp.result_type(pre)} but the parameters are {flat.dtype}"
-        )
-    pre = jnp.asarray(pre, flat.dtype)
-    return pre @ flat if len(shape) == 2 else pre * flat
-
-
 def _flatten(params: Any, owner: str) -> tuple[jax.Array, Any]:
     if params is None:
         raise ValueError(f"{owner}: update needs params (the current parameters)")
@@ -95,6 +72,14 @@ def _flatten(params: Any, owner: str) -> tuple[jax.Array, Any]:
     if not jnp.issubdtype(flat.dtype, jnp.floating):
         raise TypeError(f"{owner}: parameters must be floating, got {flat.dtype}")
     return flat, unravel
+
+
+def _require_inputs(inputs: Any, owner: str) -> None:
+    if inputs is None:
+        raise TypeError(
+            f"{owner}: update needs the step's data as the keyword argument inputs "
+            "(update(grads, state, params, inputs=inputs))"
+        )
 
 
 def _flat_h(h: ObservationFn, unravel: Any) -> ObservationFn:
@@ -118,18 +103,7 @@ def precondition(matrix: Any) -> optax.GradientTransformation:
         >>> tx.update(jnp.ones(2), tx.init(jnp.zeros(2)))[0].tolist()
         [1.0, 2.0]
     """
-    owner = "precondition"
-
-    def init(params):
-        del params
-        return optax.EmptyState()
-
-    def update(updates, state, params=None):
-        del params
-        flat, unravel = ravel_pytree(updates)
-        return unravel(apply_preconditioner(matrix, flat, owner)), state
-
-    return optax.GradientTransformation(init, update)
+    return _preconditioned(matrix, 1.0, "precondition")
 
 
 def gd_limit_transformation(learning_rate: Any) -> optax.GradientTransformation:
@@ -156,18 +130,20 @@ def gd_limit_transformation(learning_rate: Any) -> optax.GradientTransformation:
         >>> [round(v, 4) for v in u.tolist()]
         [-0.1, -0.1]
     """
-    owner = "gd_limit_transformation"
+    return _preconditioned(learning_rate, -1.0, "gd_limit_transformation")
 
-    def init(params):
-        del params
-        return optax.EmptyState()
 
-    def update(updates, state, params=None):
+def _preconditioned(
+    matrix: Any, sign: float, owner: str
+) -> optax.GradientTransformation:
+    r"""``optax.stateless`` :math:`u \mapsto \pm P u` on the flattened updates."""
+
+    def scale(updates: Any, params: Any) -> Any:
         del params
         flat, unravel = ravel_pytree(updates)
-        return unravel(-apply_preconditioner(learning_rate, flat, owner)), state
+        return unravel(sign * apply_preconditioner(matrix, flat, owner))
 
-    return optax.GradientTransformation(init, update)
+    return optax.stateless(scale)
 
 
 def frozen_filter_transformation(
@@ -208,8 +184,9 @@ def frozen_filter_transformation(
         del params
         return optax.EmptyState()
 
-    def update(updates, state, params=None, *, inputs, **extra):
+    def update(updates, state, params=None, *, inputs=None, **extra):
         del updates, extra
+        _require_inputs(inputs, owner)
         flat, unravel = _flatten(params, owner)
         P = as_matrix(prior_cov, flat.shape[0], flat.dtype, "prior_cov", owner)
         filt = linearized_filter(
@@ -231,7 +208,7 @@ class NaturalGradientState(NamedTuple):
     """
 
     information: jax.Array
-    count: jax.Array
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride]
 
 
 def natural_gradient_transformation(
@@ -290,7 +267,8 @@ def natural_gradient_transformation(
         info0 = cho_solve(cho_factor(S0, lower=True), jnp.eye(n, dtype=dtype))
         return NaturalGradientState(information=info0, count=jnp.zeros((), dtype))
 
-    def update(updates, state, params=None, *, inputs, **extra):
+    def update(updates, state, params=None, *, inputs=None, **extra):
+        _require_inputs(inputs, owner)
         del extra
         flat, unravel = _flatten(params, owner)
         g, _ = ravel_pytree(updates)
@@ -363,8 +341,9 @@ def kalman_transformation(
             belief=Gaussian(mean=flat, cov=S0), log_likelihood=jnp.zeros((), dtype)
         )
 
-    def update(updates, state, params=None, *, inputs, **extra):
+    def update(updates, state, params=None, *, inputs=None, **extra):
         del updates, extra
+        _require_inputs(inputs, owner)
         flat, unravel = _flatten(params, owner)
         belief = state.belief
         n, dtype = flat.shape[0], flat.dtype

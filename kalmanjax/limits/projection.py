@@ -31,20 +31,11 @@ singular); the limit is only defined while the tokens are consistent.
 
 from __future__ import annotations
 
-from typing import Any
-
-import jax
-import jax.numpy as jnp
-
-from ..core import checks as _checks
-from ..core.beliefs import Gaussian
 from ..core.filter import Filter
-from ..drivers.filtering import run
+from ._common import ObservationFn
 from ._filters import linearized_filter
-from ._linearize import ObservationFn, value_and_jacobian
-from ._paths import GapPath
 
-__all__ = ["projection_filter", "projection_gap_path"]
+__all__ = ["projection_filter"]
 
 
 def projection_filter(h: ObservationFn, *, frozen: bool = False) -> Filter:
@@ -75,76 +66,4 @@ def projection_filter(h: ObservationFn, *, frozen: bool = False) -> Filter:
     """
     return linearized_filter(
         h, 0.0, frozen=frozen, owner="projection_filter", noise_free=True
-    )
-
-
-def _gram_floor(h, prior, xs, frozen):
-    """Smallest eigenvalue of J Sigma0 J^T (per token if frozen, else stacked)."""
-    jac = jax.vmap(lambda u: value_and_jacobian(h, prior.mean, u, "path")[1])(xs)
-    if frozen:
-        grams = jnp.einsum("tpk,kl,tql->tpq", jac, prior.cov, jac)
-        return jnp.min(jnp.linalg.eigvalsh(grams))
-    stacked = jac.reshape(-1, jac.shape[-1])
-    return jnp.linalg.eigvalsh(stacked @ prior.cov @ stacked.T)[0]
-
-
-def projection_gap_path(
-    h: ObservationFn,
-    prior: Gaussian,
-    xs: Any,
-    noise_vars: Any,
-    *,
-    frozen: bool = False,
-) -> GapPath:
-    r"""Gap between the filter with :math:`R = rI` and its :math:`R = 0` limit.
-
-    For each :math:`r` the filter (``frozen`` or propagated, as in
-    :func:`projection_filter`) runs over ``xs``; the gap is to the noise-free
-    filter's final mean. The path variable is :math:`r / \lambda`, with
-    :math:`\lambda` the smallest eigenvalue of :math:`J \Sigma_0 J^\top`: per
-    token when ``frozen``, else of the stacked Jacobians of all tokens (both at
-    the prior mean, exact for a linear ``h``). Predicted order: 1.
-
-    Args:
-        h: ``h(theta, inputs) -> (obs,)``.
-        prior: the ``Gaussian`` prior :math:`(m_0, \Sigma_0)`.
-        xs: the per-step inputs (leading time axis ``T``).
-        noise_vars: the path :math:`r`, shape ``(L,)``.
-        frozen: the frozen-covariance (Kaczmarz) path instead of the cumulative.
-
-    Returns:
-        A :class:`~kalmanjax.limits.GapPath` with ``parameter`` = :math:`r` and
-        ``spectrum`` = the ascending eigenvalues of the final covariance at
-        every :math:`r` (the prior's when ``frozen``).
-
-    Examples:
-        >>> import jax.numpy as jnp
-        >>> import kalmanjax as kj
-        >>> from kalmanjax.limits import loglog_slope
-        >>> h = lambda th, u: u["x"] @ th
-        >>> xs = {"obs": jnp.array([[1.0], [2.0]]),
-        ...       "x": jnp.array([[[1.0, 0.5, 0.0]], [[0.0, 1.0, 0.3]]])}
-        >>> prior = kj.Gaussian(mean=jnp.zeros(3), cov=jnp.eye(3))
-        >>> p = projection_gap_path(h, prior, xs, jnp.array([1e-2, 1e-3]))
-        >>> round(loglog_slope(p.path, p.gap))
-        1
-    """
-    owner = "projection_gap_path"
-    _, dtype = _checks.check_belief(prior, owner)
-    rs = jnp.asarray(noise_vars, dtype)
-    if rs.ndim != 1:
-        raise ValueError(f"{owner}: noise_vars must be a vector (L,), got {rs.shape}")
-    limit = run(projection_filter(h, frozen=frozen), prior, xs, lean=True).final.mean
-    floor = _gram_floor(h, prior, xs, frozen)
-    move = jnp.linalg.norm(limit - prior.mean)
-
-    def one(r):
-        filt = linearized_filter(h, r, frozen=frozen, owner=owner)
-        final = run(filt, prior, xs, lean=True).final
-        gap = jnp.linalg.norm(final.mean - limit)
-        return r / floor, gap, gap / move, jnp.linalg.eigvalsh(final.cov)
-
-    path, gap, rel, spectrum = jax.vmap(one)(rs)
-    return GapPath(
-        parameter=rs, path=path, gap=gap, relative_gap=rel, spectrum=spectrum
     )

@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +34,7 @@ import numpy as np
 from flax import nnx, serialization
 from jaxtyping import Array, Float
 
-from .. import Gaussian, LinearDynamics, LinearObservation, kalman_filter, run
+from .. import Gaussian, regression_filter, run
 from .observation import observation_fn
 from .transformer import Transformer
 
@@ -85,7 +85,7 @@ def sample_prompts(
     num_prompts: int,
     config: ICLConfig,
     *,
-    weight_mean: Float[Array, " d"] | None = None,
+    weight_mean: Float[Array, " state"] | None = None,
     dtype=jnp.float32,
 ) -> tuple[Array, Array, Array]:
     r"""Draw prompts from the task family.
@@ -110,7 +110,9 @@ def sample_prompts(
     return w, x, jnp.einsum("bnd,bd->bn", x, w) + noise
 
 
-def encode(x: Float[Array, "n d"], y: Float[Array, " n"]) -> Float[Array, "2n d+1"]:
+def encode(
+    x: Float[Array, "time state"], y: Float[Array, " time"]
+) -> Float[Array, "2*time state+1"]:
     """Interleave a prompt into tokens ``[x_1, 0], [0, y_1], ...``: ``(2n, d+1)``."""
     n, d = x.shape
     x_tokens = jnp.concatenate([x, jnp.zeros((n, 1), x.dtype)], axis=1)
@@ -119,8 +121,10 @@ def encode(x: Float[Array, "n d"], y: Float[Array, " n"]) -> Float[Array, "2n d+
 
 
 def network_predictions(
-    fn: Callable[[Array], Array], x: Float[Array, "n d"], y: Float[Array, " n"]
-) -> Float[Array, " n"]:
+    fn: Callable[[Array], Array],
+    x: Float[Array, "time state"],
+    y: Float[Array, " time"],
+) -> Float[Array, " time"]:
     """Predictions of :math:`y_i` (read at the :math:`x_i` tokens) for one prompt.
 
     ``fn(tokens) -> (2n, 1)`` is the network (e.g. ``model`` or a partial of an
@@ -144,24 +148,22 @@ def build_model(config: ICLConfig, *, seed: int = 0, dtype=jnp.float32) -> Trans
 
 
 def bayes_predictions(
-    x: Float[Array, "n d"],
-    y: Float[Array, " n"],
+    x: Float[Array, "time state"],
+    y: Float[Array, " time"],
     config: ICLConfig,
-    weight_mean: Float[Array, " d"] | None = None,
+    weight_mean: Float[Array, " state"] | None = None,
 ) -> tuple[Array, Array]:
     r"""The Bayes-optimal predictions :math:`x_i^\top m_{i-1}` (Kalman filter on w).
+
+    The filter is :func:`kalmanjax.regression_filter` (prior
+    :math:`N(\mu_w, \tau^2 I)`, :math:`R = \sigma^2`), in the dtype of ``x``.
 
     Returns:
         ``(predictions (n,), predictive_var (n,))``: the posterior predictive mean
         and variance of :math:`y_i` given the pairs before it.
     """
     d, dtype = config.dim, x.dtype
-    filt = kalman_filter(
-        LinearDynamics(F=jnp.eye(d, dtype=dtype), Q=jnp.zeros((d, d), dtype)),
-        lambda u: LinearObservation(
-            H=u["x"][None, :], R=jnp.full((1, 1), config.noise_var, dtype)
-        ),
-    )
+    filt = regression_filter(d, config.noise_var, dtype=dtype)
     m0 = jnp.zeros(d, dtype) if weight_mean is None else jnp.asarray(weight_mean, dtype)
     prior = Gaussian(mean=m0, cov=config.prior_var * jnp.eye(d, dtype=dtype))
     out = run(filt, prior, {"obs": y[:, None], "x": x})
@@ -273,7 +275,7 @@ def save(model: Transformer, config: ICLConfig, path: str | Path, **meta) -> Non
 def load(path: str | Path) -> tuple[Transformer, ICLConfig, dict]:
     """Read weights written by :func:`save`: ``(model, config, meta)``."""
     payload = serialization.msgpack_restore(Path(path).read_bytes())
-    raw = json.loads(payload["config"])
+    raw = json.loads(str(payload["config"]))
     config = ICLConfig(**{k: raw[k] for k in ICLConfig._fields})
     meta = {k: v for k, v in raw.items() if k not in ICLConfig._fields}
     # build the structure abstractly (no eager random initialisation), then fill it
@@ -311,9 +313,9 @@ def evaluate(
     *,
     num_prompts: int = 4096,
     seed: int = 12345,
-    weight_mean: Float[Array, " d"] | None = None,
+    weight_mean: Float[Array, " state"] | None = None,
     batch: int = 512,
-) -> dict[str, np.ndarray | float]:
+) -> dict[str, Any]:
     """Per-position squared error of the network and of the Bayes predictor.
 
     Errors are against the observed :math:`y_i` (noise included), on fresh prompts.

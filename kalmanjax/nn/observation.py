@@ -23,7 +23,7 @@ __all__ = ["observation_fn"]
 
 def observation_fn(
     model: Transformer, adapter: Adapter | None = None
-) -> Callable[[Float[Array, " k"], Any], Array]:
+) -> Callable[[Float[Array, " state"] | None, Any], Array]:
     r"""Freeze ``model`` and ``adapter`` into a pure ``fn(theta, inputs)``.
 
     Args:

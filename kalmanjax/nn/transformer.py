@@ -152,10 +152,10 @@ class Transformer(nnx.Module):
             raise ValueError("Transformer: give exactly one of input_dim or vocab_size")
         self.input_dim, self.vocab_size = input_dim, vocab_size
         self.width, self.depth, self.max_len = width, depth, max_len
-        if vocab_size is not None:
-            self.embed = nnx.Embed(vocab_size, width, param_dtype=dtype, rngs=rngs)
-        else:
+        if input_dim is not None:
             self.embed = nnx.Linear(input_dim, width, param_dtype=dtype, rngs=rngs)
+        elif vocab_size is not None:
+            self.embed = nnx.Embed(vocab_size, width, param_dtype=dtype, rngs=rngs)
         self.position = nnx.Param(
             0.02 * jax.random.normal(rngs.params(), (max_len, width), dtype)
         )
@@ -192,8 +192,8 @@ class Transformer(nnx.Module):
         inputs: Array,
         *,
         adapter: Adapter | None = None,
-        theta: Float[Array, " k"] | None = None,
-    ) -> Float[Array, "T out"]:
+        theta: Float[Array, " state"] | None = None,
+    ) -> Float[Array, "time obs"]:
         """Outputs at every position, shape ``(T, output_dim)``."""
         return self._forward(inputs, adapter, theta)[0]
 
@@ -202,8 +202,8 @@ class Transformer(nnx.Module):
         inputs: Array,
         *,
         adapter: Adapter | None = None,
-        theta: Float[Array, " k"] | None = None,
-    ) -> Float[Array, "depth+1 T width"]:
+        theta: Float[Array, " state"] | None = None,
+    ) -> Float[Array, "layer time width"]:
         """The residual streams entering each block and the head: ``(depth+1, T, w)``.
 
         Entry ``i < depth`` is the stream entering block ``i`` (after any adapter at

@@ -40,7 +40,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Int
+from jaxtyping import ArrayLike, Shaped
 
 from ..core import checks
 from ..core.beliefs import Gaussian, SqrtGaussian
@@ -125,7 +125,7 @@ def categorical_condition(predicted, token, model, inputs, method, num_iter):
 
 def categorical_update(
     belief: Gaussian | SqrtGaussian,
-    token: Int[Array, ""],
+    token: Shaped[ArrayLike, ""],
     observation: CategoricalObservation,
     inputs: Any = None,
     *,

@@ -25,7 +25,7 @@ shapes and finite gradients; a fully missing ``y`` leaves the belief unchanged.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import jax.numpy as jnp
 
@@ -46,7 +46,10 @@ __all__ = [
     "zeros_if_none",
 ]
 
-Form = Literal["dense", "joseph", "sqrt"]
+if TYPE_CHECKING:
+    Form = Literal["dense", "joseph", "sqrt"]
+else:  # checked by the factories themselves, with a message naming the choices
+    Form = str
 #: The covariance forms :func:`kalman_filter` accepts.
 FORMS = ("dense", "joseph", "sqrt")
 

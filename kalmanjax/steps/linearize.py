@@ -15,7 +15,7 @@ digits of :math:`h(m^-)` to cancellation when :math:`|H m^-|` is large.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import jax
 from jax import lax
@@ -23,7 +23,10 @@ from jaxtyping import Array, Float
 
 __all__ = ["METHODS", "iterate_linearization", "linearize", "linearized_prediction"]
 
-Method = Literal["jacfwd", "jacrev"]
+if TYPE_CHECKING:
+    Method = Literal["jacfwd", "jacrev"]
+else:  # checked by linearize itself, with a message naming the choices
+    Method = str
 #: The Jacobian methods :func:`linearize` accepts.
 METHODS = ("jacfwd", "jacrev")
 

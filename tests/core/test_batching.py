@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("n,m", [(4, 2), (12, 3)])  # elementwise kernels; LAPACK
@@ -24,7 +24,7 @@ def test_parallel_filter_at_T_10000_does_not_hang(n, m):
     proc = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "tests" / "_deadlock_script.py"),
+            str(ROOT / "tests" / "core" / "_deadlock_script.py"),
             str(n),
             str(m),
             "10000",

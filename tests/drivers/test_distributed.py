@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_sharded_equals_unsharded_on_eight_devices():
@@ -17,7 +17,7 @@ def test_sharded_equals_unsharded_on_eight_devices():
         "PYTHONPATH": str(ROOT),
     }
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "_sharded_script.py")],
+        [sys.executable, str(ROOT / "tests" / "drivers" / "_sharded_script.py")],
         capture_output=True,
         text=True,
         timeout=280,

@@ -616,7 +616,7 @@ def test_bad_inputs_are_clear_errors():
 
 
 def test_limits_experiment_claims_on_smoke_sizes():
-    from kalmanjax.experiments import limits as experiment
+    from kalmanjax.experiments import degenerate_limits as experiment
 
     res = experiment.run(quick=True)
     verdicts = [c.verdict for c in res.claims]

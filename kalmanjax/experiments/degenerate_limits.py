@@ -262,7 +262,7 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
     gd_slope = _slope(gd["path"], gd["relative_gap"])
     gd_abs_slope = _slope(gd["parameter"], gd["gap"])
     proj_slope = _slope(proj["path"], proj["gap"])
-    T = proj_info["T"]
+    T = int(proj_info["T"])
     eig_slopes = [_slope(proj["parameter"], proj["spectrum"][:, j]) for j in range(T)]
     ngd_slope = _slope(ngd_frozen["path"], ngd_frozen["relative_gap"])
     tasks = [r["tasks"] for r in meta_rows]

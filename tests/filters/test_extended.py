@@ -232,10 +232,11 @@ def test_bad_input_is_a_clear_error(x64):
     obs = kj.NonlinearObservation(fn=lambda x, u: x, R=jnp.eye(2))
     with pytest.raises(ValueError, match=r"observation.fn returned shape \(3,\)"):
         kj.ekf_update(prior, jnp.zeros(2), obs)
+    static = kj.LinearDynamics(F=jnp.eye(3), Q=jnp.zeros((3, 3)))
     with pytest.raises(ValueError, match="method must be one of"):
-        kj.extended_kalman_filter(None, obs, method="jvp")
+        kj.extended_kalman_filter(static, obs, method="jvp")
     with pytest.raises(ValueError, match="num_iter must be an integer >= 1"):
-        kj.extended_kalman_filter(None, obs, num_iter=0)
+        kj.extended_kalman_filter(static, obs, num_iter=0)
     dyn = kj.NonlinearDynamics(fn=lambda x, u: x[:2], Q=jnp.eye(3))
     with pytest.raises(ValueError, match=r"dynamics.fn returned shape \(2,\)"):
         kj.ekf_predict(prior, dyn)

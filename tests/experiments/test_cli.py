@@ -1,0 +1,163 @@
+"""The main job end to end in smoke mode, and its error messages."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kalmanjax import cli
+from kalmanjax.experiments import EXPERIMENTS, collapse
+from tests.reference import ridge
+
+assert EXPERIMENTS  # an empty table must fail, not pass vacuously
+
+
+def test_quick_run_writes_every_figure_and_verdict(tmp_path):
+    env = {"MPLBACKEND": "Agg", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "kalmanjax", "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, **env},
+    )
+    assert proc.returncode == 0, proc.stderr
+    for name in EXPERIMENTS:
+        assert (tmp_path / f"{name}.png").stat().st_size > 10_000
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert {r["experiment"] for r in rows} == set(EXPERIMENTS)
+    for r in rows:
+        assert r["verdict"] in ("holds", "fails") or r["verdict"].startswith(
+            "holds only"
+        )
+        assert r["measured"] and r["settings"]
+    md = (tmp_path / "results.md").read_text()
+    assert md.count("\n| ") == len(rows) + 2  # header, separator, one row a claim
+
+
+def test_unknown_experiment_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit) as err:
+        cli.main(["nonsense"])
+    assert err.value.code == 2
+    assert "unknown experiment(s) nonsense; choose from" in capsys.readouterr().err
+
+
+def test_list(capsys):
+    assert cli.main(["--list"]) == 0
+    assert "collapse:" in capsys.readouterr().out
+
+
+def test_collapse_filter_is_bayesian_ridge():
+    # the experiment's filter, checked against the closed form on one task
+    rng = np.random.default_rng(0)
+    import jax.numpy as jnp
+
+    import kalmanjax as kj
+
+    X = rng.normal(size=(12, 4)).astype(np.float32)
+    y = (X @ rng.normal(size=4) + 0.3 * rng.normal(size=12)).astype(np.float32)
+    filt = kj.regression_filter(4, 0.1)
+    prior = kj.Gaussian(mean=jnp.zeros(4), cov=jnp.eye(4))
+    out = kj.run(filt, prior, {"obs": jnp.asarray(y)[:, None], "x": jnp.asarray(X)})
+    means, covs = ridge.posterior_path(X.astype(float), y.astype(float), 0.1, np.eye(4))
+    np.testing.assert_allclose(out.states.mean, means, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out.states.cov, covs, rtol=1e-4, atol=1e-6)
+
+
+def test_collapse_claims_on_smoke_sizes():
+    res = collapse.run(quick=True)
+    verdicts = {c.claim.split(":")[0]: c.verdict for c in res.claims}
+    assert all(v == "holds" for v in verdicts.values()), verdicts
+    t = res.data["t"]
+    # 1/t tail against the closed form for E[tr Sigma_t] at large t: d r / t
+    np.testing.assert_allclose(
+        t[-1] * res.data["trace"][-1], res.data["dim"] * res.data["noise_var"], rtol=0.2
+    )
+
+
+def test_registry_lists_every_module_with_its_docstring():
+    # the lazy registry's one-line descriptions are the modules' first doc lines
+    import importlib
+
+    for name in EXPERIMENTS:
+        module = importlib.import_module(EXPERIMENTS.module_name(name))
+        assert EXPERIMENTS[name] is module
+        assert module.NAME == name
+        assert EXPERIMENTS.describe(name) == module.__doc__.strip().splitlines()[0]
+    assert "limits" in EXPERIMENTS and "nonsense" not in EXPERIMENTS
+    with pytest.raises(KeyError):
+        EXPERIMENTS["nonsense"]
+
+
+# ------------------------------------------------ the base install (jax only)
+
+# flax, optax, matplotlib and tqdm made unimportable, then ``python -m kalmanjax``
+BASE_INSTALL = (
+    "import runpy, sys\n"
+    "for m in ('flax', 'optax', 'matplotlib', 'tqdm'):\n"
+    "    sys.modules[m] = None\n"
+    "runpy.run_module('kalmanjax', run_name='__main__', alter_sys=True)\n"
+)
+EXTRA = "pip install 'kalmanjax[experiments]'"
+
+
+def _base_install(*args, prelude=BASE_INSTALL, cwd=None):
+    env = {**__import__("os").environ, "JAX_PLATFORMS": "cpu"}
+    return subprocess.run(
+        [sys.executable, "-c", prelude, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=cwd,
+    )
+
+
+def test_help_and_list_need_only_the_base_install():
+    proc = _base_install("--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: kalmanjax" in proc.stdout
+    assert "collapse" in proc.stdout and "transformer_finetune" in proc.stdout
+    proc = _base_install("--list")
+    assert proc.returncode == 0, proc.stderr
+    listed = [line.split(":")[0] for line in proc.stdout.splitlines()]
+    assert listed == list(EXPERIMENTS)
+    assert "limits: Degenerate limits of the filter" in proc.stdout
+
+
+def test_list_imports_no_experiment():
+    prelude = (
+        "import sys\n"
+        "from kalmanjax.cli import main\n"
+        "assert main(['--list']) == 0\n"
+        "heavy = ('flax', 'optax', 'matplotlib', 'tqdm')\n"
+        "print('LOADED', sorted(m for m in sys.modules\n"
+        "    if m.startswith('kalmanjax.experiments.') or m.split('.')[0] in heavy))\n"
+    )
+    proc = _base_install(prelude=prelude)
+    assert proc.returncode == 0, proc.stderr
+    assert "LOADED ['kalmanjax.experiments._result']" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "name, missing",
+    [
+        ("collapse", "matplotlib"),
+        ("finetune", "optax"),
+        ("limits", "optax"),
+        ("transformer_icl", "flax"),
+    ],
+)
+def test_a_missing_extra_is_a_one_line_error(name, missing, tmp_path):
+    out = tmp_path / "figures"
+    proc = _base_install(name, "--quick", "--out", str(out))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("kalmanjax: error: ")
+    assert f"needs {missing}, which is not installed" in lines[0]
+    assert EXTRA in lines[0]
+    assert not out.exists()  # checked before anything ran or was written
