@@ -172,11 +172,6 @@ def categorical_rows(vocabs, k, repeats, max_time_s) -> list[dict[str, Any]]:
     return rows
 
 
-def loglog_slope(xs, ys) -> float:
-    """Slope of log y on log x (1 = linear scaling)."""
-    return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
-
-
 def parse_args(argv: list[str] | None):
     """The harness's common arguments (no sizes: ``--quick`` picks them)."""
     p = H.Parser(__doc__, repeats=(30, 3), max_time=(10.0, 1.0), seed=False)
@@ -206,11 +201,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.rows.extend(cat)
     temps = [r["temp_bytes"] for r in cat]
     out.summary.update(
-        categorical_time_loglog_slope=loglog_slope(
+        categorical_time_loglog_slope=kj.diagnostics.loglog_slope(
             vocabs, [r["run_s"]["median"] for r in cat]
         ),
         categorical_memory_loglog_slope=(
-            loglog_slope(vocabs, temps) if all(temps) else None
+            kj.diagnostics.loglog_slope(vocabs, temps) if all(temps) else None
         ),
         jacfwd_within_target={
             f"{r['params']['site']}/k={r['params']['k']}": r["ratio"]

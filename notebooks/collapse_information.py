@@ -52,7 +52,7 @@ def one_task(x_task, y_task):
     return out.states, out.infos
 
 
-# lax.map rather than vmap over tasks (see kalmanjax.diagnostics._per_matrix)
+# lax.map rather than vmap over tasks (see kalmanjax.diagnostics.arrays.per_matrix)
 states, infos = jax.lax.map(lambda xy: one_task(*xy), (x, y))
 trace = kd.covariance_trace(states)  # (tasks, T)
 eig = jax.lax.map(kd.covariance_eigenvalues, states.cov)  # (tasks, T, d)

@@ -31,7 +31,7 @@ belief, so a new form touches no driver. It provides:
    ``init`` converts a prior to the form and whose ``step`` predicts then updates;
    optionally an :class:`~kalmanjax.AssociativeForm` for ``run(parallel=True)``.
 
-Every filter factory is run through one contract (``tests/test_contract.py``):
+Every filter factory is run through one contract (``tests/filters/test_contract.py``):
 stable tree structure, dtype in = dtype out, symmetric PSD covariances, one trace
 under ``jit``, ``vmap`` equal to a loop, finite gradients of the log-likelihood.
 """

@@ -6,10 +6,24 @@ and costs nothing at run time.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import jax.numpy as jnp
 import numpy as np
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def no_type_check(fn: _F) -> _F:
+    """Mark ``fn`` as validating its own arguments; run-time type checks skip it.
+
+    jaxtyping's import hook (the tests run kalmanjax under it) leaves alone the
+    functions decorated with a decorator named ``no_type_check``, so their own
+    checks, whose messages name the argument and the shape expected, report bad
+    input. Unlike ``typing.no_type_check``, static checkers keep the annotations.
+    """
+    return fn
 
 
 def _shape(x: Any) -> tuple[int, ...]:

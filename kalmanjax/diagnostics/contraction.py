@@ -23,8 +23,9 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular
-from jaxtyping import Array, ArrayLike, Float
+from jaxtyping import Array, ArrayLike, Float, Real
 
+from ..core.checks import no_type_check
 from ..core.linalg import mT, symmetrize
 from .arrays import as_covariance, per_matrix
 
@@ -159,6 +160,7 @@ def tail_exponent(
     return _line(jnp.log(t[start:stop]), jnp.log(values[start:stop]))
 
 
+@no_type_check
 def loglog_slope(
     path: Float[ArrayLike, " batch"], gap: Float[ArrayLike, " batch"]
 ) -> float:
@@ -205,8 +207,8 @@ def loglog_slope(
 def inverse_t_ratio(
     traces: Float[Array, " time"],
     dim: int,
-    noise_var: float,
-    input_second_moment: float = 1.0,
+    noise_var: Real[ArrayLike, ""],
+    input_second_moment: Real[ArrayLike, ""] = 1.0,
     t: Float[Array, " time"] | None = None,
 ) -> Float[Array, " time"]:
     r"""The 1/t tail test: :math:`t\operatorname{tr}\Sigma_t / (d\,r / \mathbb E[x^2])`.

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int, Real
 
 from ..core.beliefs import Gaussian
 from .arrays import as_covariance
@@ -24,7 +24,9 @@ __all__ = ["expected_mean_error", "mean_time_to_eps", "time_to_eps"]
 
 
 def time_to_eps(
-    values: Float[Array, " time *batch"], initial: Float[Array, "*batch"], eps: float
+    values: Float[Array, " time *batch"],
+    initial: Float[ArrayLike, "*batch"],
+    eps: Real[ArrayLike, ""],
 ) -> Int[Array, "*batch"]:
     r"""First token :math:`t` with :math:`v_t \le \varepsilon\, v_0`.
 
@@ -87,7 +89,10 @@ def expected_mean_error(
 
 
 def mean_time_to_eps(
-    beliefs: Any, prior: Gaussian, theta_star: Float[Array, " state"], eps: float
+    beliefs: Any,
+    prior: Gaussian,
+    theta_star: Float[Array, " state"],
+    eps: Real[ArrayLike, ""],
 ) -> Int[Array, ""]:
     r"""The mean's time to epsilon, :math:`t_\mu(\varepsilon)`.
 

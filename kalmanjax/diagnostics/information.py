@@ -22,6 +22,7 @@ from jax import lax
 from jax.scipy.linalg import solve_triangular
 from jaxtyping import Array, Float
 
+from ..core.checks import no_type_check
 from ..core.filter import UpdateInfo
 from ..core.linalg import mT, symmetrize
 from .arrays import per_matrix
@@ -195,6 +196,7 @@ def duplicated_token_information(
     return gains
 
 
+@no_type_check
 def token_information_matrices(
     H_seq: Float[Array, "time obs state"], R: Float[Array, "*time obs obs"]
 ) -> Float[Array, "time state state"]:

@@ -18,6 +18,7 @@ from jax import lax
 from jax.scipy.linalg import solve_triangular
 from jaxtyping import Array, Float
 
+from ..core.checks import no_type_check
 from ..core.linalg import mT, symmetrize
 from .arrays import per_matrix
 from .information import token_information_matrices
@@ -29,6 +30,7 @@ __all__ = [
 ]
 
 
+@no_type_check
 def observability_gramian(
     H_seq: Float[Array, "time obs state"],
     R: Float[Array, "*time obs obs"],
@@ -131,6 +133,7 @@ def gramian_covariance_bound(
     return per_matrix(one, gramian)
 
 
+@no_type_check
 def windowed_covariance_bound(
     H_seq: Float[Array, "time obs state"],
     R: Float[Array, "*time obs obs"],

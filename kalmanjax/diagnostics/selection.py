@@ -14,17 +14,19 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float, Int
 
+from ..core.checks import no_type_check
 from .information import condition_covariance, token_information
 
 __all__ = ["greedy_token_order"]
 
 
+@no_type_check
 def greedy_token_order(
     H_candidates: Float[Array, "batch obs state"],
     prior_cov: Float[Array, "state state"],
     R: Float[Array, "obs obs"],
     num_select: int | None = None,
-) -> tuple[Int[Array, " batch"], Float[Array, " batch"]]:
+) -> tuple[Int[Array, " select"], Float[Array, " select"]]:
     r"""Order candidate tokens greedily by the information each adds.
 
     Step :math:`k` picks, among the tokens not yet chosen, the one with the

@@ -105,7 +105,7 @@ def _slope(x, y):
     return kl.loglog_slope(np.asarray(x), np.asarray(y))
 
 
-def _verdict(ok: bool) -> str:
+def _verdict(ok: bool | np.bool_) -> str:
     return "holds" if ok else "fails"
 
 

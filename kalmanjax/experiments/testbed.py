@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, Real
 
 __all__ = ["simulate_tasks"]
 
@@ -21,8 +21,8 @@ def simulate_tasks(
     dim: int,
     num_tokens: int,
     num_tasks: int,
-    noise_var: float,
-    prior_var: float,
+    noise_var: Real[ArrayLike, ""],
+    prior_var: Real[ArrayLike, ""],
 ) -> tuple[
     Float[Array, "batch state"],
     Float[Array, "batch time state"],

@@ -161,8 +161,9 @@ def _associative_form(dynamics, observation, form, missing, fast) -> Associative
         ops = choose_ops(fast, n, m)
         prior = to_sqrt(prior) if sqrt else to_dense(prior)
 
-        def vmapped(fn, in_axes):
-            return batched(fn, lapack_flops(n), in_axes=in_axes, lapack=ops is GENERAL)
+        def vmapped(fn, in_axes):  # each item factors (state, state) and (obs, obs)
+            flops = lapack_flops(max(n, m))
+            return batched(fn, flops, in_axes=in_axes, lapack=ops is GENERAL)
 
         models = (dyn, obs_model, obs), (dyn_axis, obs_axis, 0)
         return prior, ops, models, (first_dyn, first_obs), vmapped

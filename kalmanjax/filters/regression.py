@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, Float
+from jaxtyping import Array, ArrayLike, Float, Real
 
 from ..core.filter import Filter
 from ..core.models import LinearDynamics, LinearObservation
@@ -36,8 +36,8 @@ def regression_design(inputs: Any) -> Float[Array, "obs state"]:
 
 def regression_filter(
     dim: int,
-    noise_var: Float[ArrayLike, ""],
-    process_var: Float[ArrayLike, ""] = 0.0,
+    noise_var: Real[ArrayLike, ""],
+    process_var: Real[ArrayLike, ""] = 0.0,
     *,
     dtype: Any = None,
     design: Callable[[Any], Array] = regression_design,
@@ -67,7 +67,7 @@ def regression_filter(
         >>> x = jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
         >>> xs = {"obs": (x @ jnp.array([1.0, -2.0]))[:, None], "x": x}
         >>> prior = kj.Gaussian(jnp.zeros(2), jnp.eye(2))
-        >>> kj.run(filt, prior, xs).final.mean.round(2).tolist()
+        >>> [round(v, 2) for v in kj.run(filt, prior, xs).final.mean.tolist()]
         [0.99, -1.98]
     """
     dtype = jnp.result_type(float) if dtype is None else dtype

@@ -2,8 +2,9 @@ r"""Degenerate limits of the filter: gradient descent, natural gradient, meta-le
 
 Claim C4 of theory.md ("gradient descent, natural gradient and meta-learning
 updates are singular, noise-free limits of the filter") made runnable. Each limit
-is a property of the *core* filter (:func:`kalmanjax.update` on an observation
-``h(theta, inputs)`` linearised by ``jax.jacfwd``), shown by taking its parameters
+is a property of the *core* filter (the EKF update of
+:mod:`kalmanjax.steps.nonlinear` on an observation ``h(theta, inputs)``, linearised
+by ``jax.jacfwd`` with the library's one convention), shown by taking its parameters
 along a path; a ``*_gap_path`` function returns the distance to the limit along
 that path, and :func:`loglog_slope` measures its order.
 
@@ -114,6 +115,11 @@ def __getattr__(name: str) -> Any:
             f"kalmanjax.limits.{name} needs optax: pip install 'kalmanjax[experiments]'"
         ) from err
     return getattr(module, name)
+
+
+def __dir__() -> list[str]:
+    """Every public name, the lazily imported ones included."""
+    return sorted(__all__)
 
 
 __all__ = [

@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Float
 
 from ..core import checks
 from ..steps.linearize import linearize
@@ -90,7 +91,9 @@ def as_matrix(x: Any, n: int, dtype: Any, name: str, owner: str) -> jax.Array:
     )
 
 
-def apply_preconditioner(pre: Any, flat: jax.Array, owner: str) -> jax.Array:
+def apply_preconditioner(
+    pre: Any, flat: Float[Array, " param"], owner: str
+) -> Float[Array, " param"]:
     r""":math:`P g` for a scalar, ``(n,)`` diagonal or ``(n, n)`` matrix :math:`P`.
 
     Scalars and diagonals cost :math:`O(n)`; only a full matrix costs

@@ -1,4 +1,4 @@
-"""The Kalman filter of a linearised observation, on :func:`kalmanjax.ekf_update`.
+"""The Kalman filter of a linearised observation, on the EKF update.
 
 Every limit in :mod:`kalmanjax.limits` is this one filter with its parameters taken
 along a path (static state, :math:`F = I`, :math:`Q = 0`, so there is no predict):
@@ -15,13 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 import jax.numpy as jnp
-import numpy as np
 
 from ..core import checks
 from ..core.beliefs import Gaussian, to_dense
 from ..core.filter import Filter
+from ..core.linalg import choose_ops
 from ..core.models import NonlinearObservation, get_obs
-from ..steps.nonlinear import ekf_update
+from ..steps.nonlinear import nonlinear_update
 from ._common import ObservationFn, as_matrix, checked
 
 __all__ = ["linearized_filter"]
@@ -44,10 +44,22 @@ def linearized_filter(
 
     def step(belief: Gaussian, inputs: Any):
         step_owner = f"{owner}.step"
-        _, dtype = checks.check_belief(belief, step_owner)
+        n, dtype = checks.check_belief(belief, step_owner)
         y = get_obs(inputs)
-        R = as_matrix(noise_cov, np.shape(y)[0], dtype, "noise_cov", step_owner)
-        post, info = ekf_update(belief, y, NonlinearObservation(fn=fn, R=R), inputs)
+        m = checks.check_vector(y, "obs", dtype, step_owner)
+        R = as_matrix(noise_cov, m, dtype, "noise_cov", step_owner)
+        post, info = nonlinear_update(
+            belief,
+            y,
+            NonlinearObservation(fn=fn, R=R),
+            inputs,
+            choose_ops(None, n, m),
+            joseph=False,
+            missing=True,
+            method="jacfwd",
+            num_iter=1,
+            owner=step_owner,
+        )
         if frozen:  # no covariance propagation: the next step sees the same P
             post = Gaussian(mean=post.mean, cov=belief.cov)
         if noise_free:  # 1/2 log det S - 1/2 log det 0: a noise-free token is

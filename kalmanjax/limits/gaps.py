@@ -87,9 +87,9 @@ def _sgd_reference(h, m0, xs, tx, precond):
 
 def gd_gap_path(
     h: ObservationFn,
-    prior_mean: Float[ArrayLike, " state"],
+    prior_mean: ArrayLike,
     xs: Any,
-    learning_rates: Float[ArrayLike, " batch"],
+    learning_rates: ArrayLike,
     *,
     preconditioner: Any = None,
 ) -> GapPath:
@@ -159,9 +159,9 @@ def gd_gap_path(
 
 def natural_gradient_gap_path(
     h: ObservationFn,
-    prior_mean: Float[ArrayLike, " state"],
+    prior_mean: ArrayLike,
     xs: Any,
-    learning_rates: Float[ArrayLike, " batch"],
+    learning_rates: ArrayLike,
     fisher: Float[ArrayLike, "state state"],
 ) -> GapPath:
     r"""Gap between the frozen-:math:`\eta F^{-1}` filter and fixed-step NGD.

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Float
+from jaxtyping import Array, ArrayLike, Float, Real
 
 from ..core.beliefs import Gaussian
 from ..core.filter import Filter
@@ -162,7 +162,7 @@ def meta_log_likelihood(
 
 
 def meta_sgd_learning_rates(
-    prior: Gaussian, noise_var: Float[ArrayLike, ""]
+    prior: Gaussian, noise_var: Real[ArrayLike, ""]
 ) -> Float[Array, " state"]:
     r"""Per-coordinate learning rates :math:`\alpha_j = (\Sigma_0)_{jj} / r`.
 
@@ -182,7 +182,7 @@ def meta_sgd_learning_rates(
 
 def adapt(
     h: ObservationFn,
-    prior_mean: Float[ArrayLike, " state"],
+    prior_mean: ArrayLike,
     support: Any,
     learning_rate: Any,
 ) -> Float[Array, " state"]:

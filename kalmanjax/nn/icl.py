@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx, serialization
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from .. import Gaussian, regression_filter, run
 from .observation import observation_fn
@@ -85,7 +85,7 @@ def sample_prompts(
     num_prompts: int,
     config: ICLConfig,
     *,
-    weight_mean: Float[Array, " state"] | None = None,
+    weight_mean: Float[ArrayLike, " state"] | None = None,
     dtype=jnp.float32,
 ) -> tuple[Array, Array, Array]:
     r"""Draw prompts from the task family.
@@ -151,7 +151,7 @@ def bayes_predictions(
     x: Float[Array, "time state"],
     y: Float[Array, " time"],
     config: ICLConfig,
-    weight_mean: Float[Array, " state"] | None = None,
+    weight_mean: Float[ArrayLike, " state"] | None = None,
 ) -> tuple[Array, Array]:
     r"""The Bayes-optimal predictions :math:`x_i^\top m_{i-1}` (Kalman filter on w).
 
@@ -313,7 +313,7 @@ def evaluate(
     *,
     num_prompts: int = 4096,
     seed: int = 12345,
-    weight_mean: Float[Array, " state"] | None = None,
+    weight_mean: Float[ArrayLike, " state"] | None = None,
     batch: int = 512,
 ) -> dict[str, Any]:
     """Per-position squared error of the network and of the Bayes predictor.

@@ -40,7 +40,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import ArrayLike, Shaped
+from jaxtyping import Array, ArrayLike, Float, Shaped
 
 from ..core import checks
 from ..core.beliefs import Gaussian, SqrtGaussian
@@ -53,7 +53,7 @@ from .linearize import Method, iterate_linearization, linearize, linearized_pred
 __all__ = ["categorical_condition", "categorical_update"]
 
 
-def _inverse_noise(p, jitter):
+def _inverse_noise(p: Float[Array, " vocab"], jitter: Float[Array, ""]):
     """``apply(v) = R^{-1} v`` and ``log det R`` for ``R = diag(p) - p p^T + eps I``."""
     a = 1.0 / (p + jitter)
     u = p * a

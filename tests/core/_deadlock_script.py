@@ -1,4 +1,4 @@
-"""Run by tests/test_parallel_guard.py in a subprocess with XLA's default pool."""
+"""Run by tests/core/test_batching.py in a subprocess with XLA's default pool."""
 
 import sys
 

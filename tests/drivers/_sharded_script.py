@@ -1,4 +1,4 @@
-"""Run in a subprocess with 8 host devices by tests/test_distributed.py."""
+"""Run in a subprocess with 8 host devices by tests/drivers/test_distributed.py."""
 
 import json
 import sys

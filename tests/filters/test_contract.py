@@ -242,3 +242,30 @@ def test_every_filter_factory_is_covered():
         "regression_filter",
     } | {f[0] for f in FILTERS}
     assert factories <= covered, sorted(factories - covered)
+
+
+PARALLEL = [f for f in FILTERS if f[1](jnp.float32).associative is not None]
+
+
+@pytest.mark.parametrize(
+    "name,make,kind,state_kind", PARALLEL, ids=[f[0] for f in PARALLEL]
+)
+def test_parallel_form_equals_the_sequential_run(name, make, kind, state_kind, x64):
+    """A factory's AssociativeForm gives the sequential run's results (float64)."""
+    filt = make(jnp.float64)
+    prior = _prior(jnp.float64)
+    xs = _inputs(kind, jnp.float64)
+    sequential = jax.jit(lambda xs: kj.run(filt, prior, xs))(xs)
+    parallel = jax.jit(lambda xs: kj.run(filt, prior, xs, parallel=True))(xs)
+    for a, b in zip(
+        jax.tree_util.tree_leaves((sequential.states, sequential.infos)),
+        jax.tree_util.tree_leaves((parallel.states, parallel.infos)),
+        strict=True,
+    ):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-9, atol=1e-10)
+
+
+def test_a_filter_without_a_parallel_form_says_so():
+    filt = kl.gd_limit_filter(_tanh_h, 0.05)
+    with pytest.raises(ValueError, match="no parallel form"):
+        kj.run(filt, jnp.zeros(3), _inputs("regression", jnp.float32), parallel=True)

@@ -629,3 +629,36 @@ def test_limits_experiment_claims_on_smoke_sizes():
     assert proj.verdict.startswith("holds only when"), proj
     assert proj.measured["max_abs_err_noise_free_vs_pinv"] < 1e-10
     assert abs(gd.measured["slope_relative_gap_vs_eta_J2"] - 1) < SLOPE_TOL
+
+
+def test_limits_filters_import_and_run_without_optax():
+    """The filters need no optax; the bridges name the extra when it is missing."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+sys.modules["optax"] = None  # as if optax were not installed
+import jax.numpy as jnp
+import kalmanjax as kj
+import kalmanjax.limits as kl
+h = lambda th, u: u["x"] @ th
+xs = {"obs": jnp.ones((3, 1)), "x": jnp.ones((3, 1, 2))}
+prior = kj.Gaussian(mean=jnp.zeros(2), cov=jnp.eye(2))
+out = kj.run(kl.natural_gradient_filter(h, 0.1), prior, xs)
+print(round(float(out.final.mean[0]), 6))
+try:
+    kl.gd_limit_transformation
+except ImportError as err:
+    print(err)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stderr
+    value, message = done.stdout.strip().splitlines()
+    # closed form: Bayesian ridge with H = [1, 1], r = 0.1, three tokens y = 1
+    H = np.ones((3, 2))
+    mean = np.linalg.solve(np.eye(2) + H.T @ H / 0.1, H.T @ np.ones(3) / 0.1)
+    np.testing.assert_allclose(float(value), mean[0], rtol=1e-5)
+    assert "needs optax" in message and "kalmanjax[experiments]" in message
