@@ -1,11 +1,12 @@
 """One contract every public filter factory passes (the optax _common_test idea).
 
-Crossed with the jit variant and the dtype: the state's tree structure is stable,
-dtypes are preserved, covariances stay symmetric PSD, jit traces once for new data
-of the same shape, vmap over sequences equals a loop, and the gradient of the log
-marginal likelihood is finite. A filter whose state is a point (the
-gradient-descent limits) has no covariance or likelihood; it passes the same
-contract on its final state and its per-step loss.
+Crossed with the dtype (and, for one factory per family, the jit variant): the
+state's tree structure is stable, dtypes are preserved, covariances stay symmetric
+PSD, jit traces once for new data of the same shape, vmap over sequences equals a
+loop, and the gradient of the log marginal likelihood is finite. A filter whose
+state is a point (the gradient-descent limits) has no covariance or likelihood; it
+passes the same contract on its final state and its per-step loss. Every factory
+with an ``AssociativeForm`` also gives the sequential run's results in parallel.
 
 ``test_every_filter_factory_is_covered`` fails when a new public ``*_filter``
 factory appears in ``kalmanjax`` or ``kalmanjax.limits`` without a case here.
@@ -182,10 +183,30 @@ def _objective(name, state_kind):
     return belief_objective if state_kind == "belief" else point_objective
 
 
-@pytest.mark.parametrize(
-    "name,make,kind,state_kind", FILTERS, ids=[f[0] for f in FILTERS]
-)
-def test_contract(name, make, kind, state_kind, variant, dtype):
+#: the cases also run without jit (one per family; the eager step of the others
+#: is the same code, so their without-jit runs would add compile time, not coverage)
+EAGER = {
+    "kalman_dense",
+    "kalman_dense_general",
+    "kalman_joseph",
+    "kalman_sqrt",
+    "kalman_sqrt_general",
+    "kalman_time_varying",
+    "ekf_dense",
+    "ekf_categorical_dense",
+    "gd_limit_filter",
+}
+CASES = [
+    pytest.param(*f, jit, id=f"{'with' if jit else 'without'}_jit-{f[0]}")
+    for f in FILTERS
+    for jit in (False, True)
+    if jit or f[0] in EAGER
+]
+
+
+@pytest.mark.parametrize("name,make,kind,state_kind,jit", CASES)
+def test_contract(name, make, kind, state_kind, jit, dtype):
+    variant = jax.jit if jit else (lambda f: f)
     filt = make(dtype)
     prior = _prior(dtype)
     start = prior if state_kind == "belief" else prior.mean
