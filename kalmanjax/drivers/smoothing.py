@@ -52,7 +52,7 @@ def rts_smoother(
 
     Returns:
         The smoothed beliefs :math:`p(x_t \mid y_{1:T})`, same type and shapes as
-        ``filtered``.
+        ``filtered`` (for ``T = 0``, the empty ``filtered`` itself).
 
     Raises:
         ValueError: if ``dynamics`` is a function and ``xs`` is missing, or on
@@ -66,6 +66,8 @@ def rts_smoother(
         )
     num_steps, n = filtered.mean.shape
     dtype = filtered.mean.dtype
+    if num_steps == 0:  # nothing was observed: the empty sequence smooths to itself
+        return filtered
     last = jax.tree_util.tree_map(lambda a: a[-1], filtered)
     checks.check_belief(last, owner)
     if num_steps == 1:

@@ -117,7 +117,7 @@ def extended_kalman_filter(
         )
         if categorical:
             return categorical_condition(
-                predicted, y, obs_model, inputs, method, num_iter
+                predicted, y, obs_model, inputs, method, num_iter, step_owner
             )
         if isinstance(obs_model, LinearObservation):
             checks.check_observation(obs_model, n, dtype, step_owner)

@@ -31,7 +31,9 @@ of the moment-matched Gaussian, not of the categorical distribution: use
 direction :math:`\mathbf 1`, in which :math:`\operatorname{diag}(p) - pp^\top` is
 singular (``H`` and ``e`` have no component along it).
 
-A negative token id means missing: the belief is unchanged.
+A token id outside ``0..V-1`` (negative, or ``>= V``) is not observed: the belief
+is unchanged and the step's infos are zero, as for a missing observation. The
+logits must be a floating vector of the state's dtype (checked at trace time).
 """
 
 from __future__ import annotations
@@ -107,14 +109,24 @@ def _condition_at(predicted, token, model, point, inputs, method):
     return posterior, info
 
 
-def categorical_condition(predicted, token, model, inputs, method, num_iter):
-    """:func:`categorical_update` without the checks (used by the EKF's step)."""
+def categorical_condition(
+    predicted, token, model, inputs, method, num_iter, owner="categorical_update"
+):
+    """:func:`categorical_update` without the belief checks (the EKF's step).
+
+    Checks the logits' shape and dtype (at trace time) and treats a token id
+    outside ``0..vocab-1`` as missing.
+    """
+    logits = jax.eval_shape(model.fn, predicted.mean, inputs)
+    checks.check_fn_output(
+        logits, None, "observation.fn", "(vocab,)", predicted.mean.dtype, owner
+    )
     posterior, info = iterate_linearization(
         lambda point: _condition_at(predicted, token, model, point, inputs, method),
         predicted.mean,
         num_iter,
     )
-    observed = token >= 0
+    observed = (token >= 0) & (token < logits.shape[0])
     unchanged_info = jax.tree_util.tree_map(jnp.zeros_like, info)
     return jax.tree_util.tree_map(
         lambda new, old: jnp.where(observed, new, old),
@@ -136,7 +148,8 @@ def categorical_update(
 
     Args:
         belief: the predicted belief over :math:`\theta`, mean of shape ``(state,)``.
-        token: the observed token id, an integer scalar; negative = missing.
+        token: the observed token id, an integer scalar; an id outside
+            ``0..vocab-1`` is missing (the belief is unchanged).
         observation: a :class:`CategoricalObservation` with ``fn(x, inputs)``
             returning logits of shape ``(vocab,)``.
         inputs: passed to ``observation.fn``.
@@ -161,4 +174,6 @@ def categorical_update(
     checks.check_num_iter(num_iter, owner)
     checks.check_belief(belief, owner)
     checks.check_token(token, owner)
-    return categorical_condition(belief, token, observation, inputs, method, num_iter)
+    return categorical_condition(
+        belief, token, observation, inputs, method, num_iter, owner
+    )
