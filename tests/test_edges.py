@@ -76,3 +76,48 @@ def test_an_empty_sequence_smooths_to_an_empty_sequence(form, parallel):
     assert jax.tree_util.tree_map(jnp.shape, smoothed) == jax.tree_util.tree_map(
         jnp.shape, filtered.states
     )
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_sqrt_form_in_half_precision_is_a_clear_error(dtype):
+    dyn = kj.LinearDynamics(F=jnp.eye(2, dtype=dtype), Q=0.1 * jnp.eye(2, dtype=dtype))
+    obs = kj.LinearObservation(H=jnp.eye(1, 2, dtype=dtype), R=jnp.eye(1, dtype=dtype))
+    prior = kj.Gaussian(jnp.zeros(2, dtype), jnp.eye(2, dtype=dtype))
+    name = jnp.dtype(dtype).name
+    with pytest.raises(
+        TypeError, match=f"form='sqrt' needs float32 or float64.*{name}"
+    ):
+        kj.kalman_filter(dyn, obs, form="sqrt")
+    timevarying = kj.kalman_filter(lambda u: dyn, obs, form="sqrt")
+    with pytest.raises(TypeError, match="kalman_filter.init: form='sqrt' needs"):
+        kj.run(timevarying, prior, jnp.ones((3, 1), dtype))
+    ekf = kj.extended_kalman_filter(dyn, obs, form="sqrt")
+    with pytest.raises(TypeError, match="extended_kalman_filter.init: form='sqrt'"):
+        kj.run(ekf, prior, jnp.ones((3, 1), dtype))
+    # the dense form runs in half precision, close to the float64 reference
+    dense = kj.run(kj.kalman_filter(dyn, obs), prior, jnp.ones((3, 1), dtype))
+    ref = _scalar_random_walk_loglik(np.ones(3), q=0.1, r=1.0, p0=1.0)
+    np.testing.assert_allclose(
+        np.asarray(dense.infos.log_likelihood, np.float64), ref, rtol=2e-2
+    )
+
+
+def _scalar_random_walk_loglik(ys, q, r, p0):
+    """log p(y_t | y_1:t-1) of x_t = x_t-1 + w, y = x + v, in NumPy float64."""
+    m, p, out = 0.0, p0, []
+    for y in ys:
+        p = p + q
+        s = p + r
+        out.append(-0.5 * (np.log(2 * np.pi * s) + (y - m) ** 2 / s))
+        k = p / s
+        m, p = m + k * (y - m), (1 - k) * p
+    return np.array(out)
+
+
+def test_python_lists_are_a_clear_error():
+    lists = kj.LinearDynamics(F=[[1.0]], Q=[[0.1]])
+    obs = kj.LinearObservation(H=jnp.eye(1), R=jnp.eye(1))
+    with pytest.raises(TypeError, match="dynamics.F is a Python list; pass an array"):
+        kj.kalman_filter(lists, obs)
+    with pytest.raises(TypeError, match="belief.mean is a Python list"):
+        kj.update(kj.Gaussian([0.0], jnp.eye(1)), jnp.ones(1), obs)

@@ -26,6 +26,30 @@ def no_type_check(fn: _F) -> _F:
     return fn
 
 
+#: the dtypes LAPACK's factorisations (Cholesky, QR, eigh) accept
+LAPACK_DTYPES = ("float32", "float64")
+
+
+def _require_array(x: Any, name: str, owner: str) -> None:
+    """Raise on a Python list or tuple where an array is expected."""
+    if isinstance(x, list | tuple):
+        raise TypeError(
+            f"{owner}: {name} is a Python {type(x).__name__}; pass an array "
+            "(jnp.asarray(...)) so that its dtype is explicit"
+        )
+
+
+def check_lapack_dtype(dtype: Any, owner: str, what: str = "form='sqrt'") -> None:
+    """Raise unless ``dtype`` is one that LAPACK's factorisations accept."""
+    name = jnp.dtype(dtype).name
+    if name not in LAPACK_DTYPES:
+        raise TypeError(
+            f"{owner}: {what} needs float32 or float64 (its Cholesky and QR "
+            f"factorisations run in LAPACK, which has no {name} kernels); got "
+            f"{name}: use form='dense', or cast to float32"
+        )
+
+
 def _shape(x: Any) -> tuple[int, ...]:
     return tuple(np.shape(x))
 
@@ -65,6 +89,7 @@ def check_dtype(
     x: Any, name: str, dtype: Any, owner: str, ref: str = "the belief"
 ) -> None:
     """Raise if ``x`` is not of the floating dtype ``dtype`` (taken from ``ref``)."""
+    _require_array(x, name, owner)
     got = _dtype(x)
     if got != dtype:
         raise TypeError(
@@ -75,6 +100,7 @@ def check_dtype(
 
 def check_square(x: Any, name: str, owner: str) -> int:
     """Raise unless ``x`` is a square matrix; return its size."""
+    _require_array(x, name, owner)
     s = _shape(x)
     if len(s) != 2 or s[0] != s[1]:
         raise ValueError(f"{owner}: {name} must be a square matrix, got shape {s}")
@@ -92,6 +118,7 @@ def check_mean(
         name: the argument's name in messages.
         hint: appended to the shape error, e.g. how to batch.
     """
+    _require_array(mean, name, owner)
     if len(_shape(mean)) != 1:
         hint = f" ({hint})" if hint else ""
         raise ValueError(

@@ -94,7 +94,9 @@ def extended_kalman_filter(
     sqrt = form == "sqrt"
 
     def init(prior):
-        checks.check_belief(prior, f"{owner}.init")
+        _, prior_dtype = checks.check_belief(prior, f"{owner}.init")
+        if sqrt:
+            checks.check_lapack_dtype(prior_dtype, f"{owner}.init")
         return to_sqrt(prior) if sqrt else to_dense(prior)
 
     def step(belief, inputs):

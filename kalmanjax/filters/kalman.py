@@ -93,12 +93,15 @@ def kalman_filter(
         dtype = jnp.result_type(dynamics.F)
         checks.check_dynamics(dynamics, n, dtype, owner, ref="dynamics.F")
         if sqrt:  # time-invariant Q: factor it once, outside the scan
+            checks.check_lapack_dtype(dtype, owner)
             chol_q = GENERAL.psd_cholesky(dynamics.Q)
     if isinstance(observation, LinearObservation):
         checks.check_square(observation.R, "observation.R", owner)
 
     def init(prior: Gaussian | SqrtGaussian) -> Gaussian | SqrtGaussian:
-        checks.check_belief(prior, "kalman_filter.init")
+        _, prior_dtype = checks.check_belief(prior, "kalman_filter.init")
+        if sqrt:
+            checks.check_lapack_dtype(prior_dtype, "kalman_filter.init")
         return to_sqrt(prior) if sqrt else to_dense(prior)
 
     def step(belief, inputs):
