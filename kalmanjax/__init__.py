@@ -38,6 +38,7 @@ from .core import (
     get_obs,
     to_dense,
     to_sqrt,
+    validate,
 )
 from .drivers import (
     SmootherResult,
@@ -98,4 +99,5 @@ __all__ = [
     "to_dense",
     "to_sqrt",
     "update",
+    "validate",
 ]

@@ -1,5 +1,6 @@
-"""The core at its edges (issue 12, in progress): values that must never be used
-silently and inputs that used to give unclear errors.
+"""The core at its edges (issue 12): noise-free observations, singular covariances,
+asymmetric inputs, values that must never be used silently and inputs that used to
+give unclear errors.
 
 Each case is checked against an independent reference: a missing token leaves the
 belief exactly as the NumPy float64 prior; an empty sequence has log-likelihood 0
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 import kalmanjax as kj
+from tests.reference import joint_gaussian as joint
 
 V, K = 4, 3
 
@@ -94,7 +96,7 @@ def test_sqrt_form_in_half_precision_is_a_clear_error(dtype):
     ekf = kj.extended_kalman_filter(dyn, obs, form="sqrt")
     with pytest.raises(TypeError, match="extended_kalman_filter.init: form='sqrt'"):
         kj.run(ekf, prior, jnp.ones((3, 1), dtype))
-    # the dense form runs in half precision, close to the float64 reference
+    # the covariance forms run in half precision, close to the float64 reference
     dense = kj.run(kj.kalman_filter(dyn, obs), prior, jnp.ones((3, 1), dtype))
     ref = _scalar_random_walk_loglik(np.ones(3), q=0.1, r=1.0, p0=1.0)
     np.testing.assert_allclose(
@@ -121,3 +123,270 @@ def test_python_lists_are_a_clear_error():
         kj.kalman_filter(lists, obs)
     with pytest.raises(TypeError, match="belief.mean is a Python list"):
         kj.update(kj.Gaussian([0.0], jnp.eye(1)), jnp.ones(1), obs)
+
+
+# ------------------------------------------------- semi-definite R, Q and P0
+
+# Every case below is a model whose exact answer the dense joint Gaussian of
+# tests/reference/joint_gaussian.py gives in NumPy float64 (it conditions the joint
+# of (x_0..x_T, y_1..y_T) directly, so a singular R, Q or P0 needs no special
+# case there); gradients are compared with its central finite differences.
+
+F2 = np.array([[1.0, 0.1], [0.0, 1.0]])
+H2 = np.array([[1.0, 0.0]])
+PATHS = [  # (form, parallel, fast): both kernels sequentially, the default in parallel
+    (form, parallel, fast)
+    for form in kj.FORMS
+    for parallel, fast in ((False, True), (False, False), (True, None))
+]
+COVARIANCE_PATHS = [p for p in PATHS if p[0] != "sqrt"]
+
+
+def _ys(T=12, m=1, seed=3):
+    return np.random.default_rng(seed).normal(size=(T, m))
+
+
+def _log_lik(model, ys, path):
+    """kalmanjax's log p(y_1:T) of a model given as NumPy arrays, on one path."""
+    form, parallel, fast = path
+    m0, P0, F, Q, H, R = (jnp.asarray(a) for a in model)
+    filt = kj.kalman_filter(
+        kj.LinearDynamics(F, Q), kj.LinearObservation(H, R), form=form, fast=fast
+    )
+    return kj.log_marginal_likelihood(
+        filt, kj.Gaussian(m0, P0), jnp.asarray(ys), parallel=parallel
+    )
+
+
+def _reference_grad(model, ys, which, h=1e-6):
+    """Central differences of the joint-Gaussian log-likelihood wrt model[which]."""
+    base = [np.asarray(a, np.float64) for a in model]
+    grad = np.zeros_like(base[which])
+    for idx in np.ndindex(*grad.shape):
+        up, down = [a.copy() for a in base], [a.copy() for a in base]
+        up[which][idx] += h
+        down[which][idx] -= h
+        grad[idx] = (
+            joint.log_marginal_likelihood(*up, ys)
+            - joint.log_marginal_likelihood(*down, ys)
+        ) / (2 * h)
+    return grad
+
+
+def _noise_free_model():
+    """A random walk with drift observed without noise: R = 0."""
+    return (np.zeros(2), np.eye(2), F2, 0.01 * np.eye(2), H2, np.zeros((1, 1)))
+
+
+@pytest.mark.parametrize("path", PATHS, ids=str)
+def test_noise_free_observations_are_exact_on_every_path(path, x64):
+    model, ys = _noise_free_model(), _ys()
+    expect = joint.log_marginal_likelihood(*model, ys)
+    np.testing.assert_allclose(_log_lik(model, ys, path), expect, rtol=1e-10)
+    form, parallel, fast = path
+    m0, P0, F, Q, H, R = (jnp.asarray(a) for a in model)
+    filt = kj.kalman_filter(
+        kj.LinearDynamics(F, Q), kj.LinearObservation(H, R), form=form, fast=fast
+    )
+    out = kj.run(filt, kj.Gaussian(m0, P0), jnp.asarray(ys), parallel=parallel)
+    for t in (1, 6, 12):
+        mean, _ = joint.filtered_marginal(*model, ys, t)
+        np.testing.assert_allclose(out.states.mean[t - 1], mean, atol=1e-10)
+    # y_t is read exactly: the filtered position equals the observation
+    np.testing.assert_allclose(out.states.mean[:, 0], ys[:, 0], atol=1e-10)
+    # documented: the information gain of a noise-free observation is +inf
+    assert np.all(np.isposinf(np.asarray(out.infos.information_gain)))
+
+
+@pytest.mark.parametrize("path", COVARIANCE_PATHS, ids=str)
+def test_noise_free_observations_have_correct_gradients(path, x64):
+    model, ys = _noise_free_model(), _ys()
+    for which in (5,) if path[1] else (5, 3):  # R (at 0), and Q sequentially
+        expect = _reference_grad(model, ys, which)
+
+        def loss(a, which=which):
+            args = list(model)
+            args[which] = a
+            return _log_lik(args, ys, path)
+
+        got = jax.grad(loss)(jnp.asarray(model[which]))
+        np.testing.assert_allclose(got, expect, rtol=1e-6, atol=1e-6)
+
+
+def _singular_q_model():
+    """The README's allowance: Q = diag(1e-2, 0) (a noise-free velocity)."""
+    return (np.zeros(2), np.eye(2), F2, np.diag([1e-2, 0.0]), H2, np.array([[0.5]]))
+
+
+def _singular_p0_model():
+    return (
+        np.zeros(2),
+        np.diag([1.0, 0.0]),
+        F2,
+        0.01 * np.eye(2),
+        H2,
+        np.array([[0.5]]),
+    )
+
+
+@pytest.mark.parametrize(
+    "path", COVARIANCE_PATHS + [("sqrt", False, True), ("sqrt", False, False)], ids=str
+)
+def test_a_singular_q_has_correct_gradients(path, x64):
+    model, ys = _singular_q_model(), _ys()
+    expect = _reference_grad(model, ys, 3)
+    loss = lambda Q: _log_lik((*model[:3], Q, *model[4:]), ys, path)
+    got = jax.grad(loss)(jnp.asarray(model[3]))
+    np.testing.assert_allclose(got, expect, rtol=1e-6, atol=1e-6)
+    assert abs(expect[1, 1]) > 1.0  # the zero variance's gradient is not trivial
+
+
+@pytest.mark.parametrize("path", COVARIANCE_PATHS, ids=str)
+def test_a_singular_prior_has_correct_gradients(path, x64):
+    model, ys = _singular_p0_model(), _ys()
+    expect = _reference_grad(model, ys, 1)
+    loss = lambda P0: _log_lik((model[0], P0, *model[2:]), ys, path)
+    got = jax.grad(loss)(jnp.asarray(model[1]))
+    np.testing.assert_allclose(got, expect, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_square_root_gradients_through_a_singular_factor_are_nan_not_wrong(fast, x64):
+    """Documented: a singular factor has no derivative (d sqrt(p)/dp is infinite
+    at 0), so the square-root form returns NaN there; the values stay exact."""
+    ys = _ys()
+    cases = [
+        (_noise_free_model(), 5, False),  # the posterior factor is singular
+        (_singular_p0_model(), 1, False),  # the prior's factor is singular
+    ]
+    if fast:  # the parallel elements' factors are singular (one kernel: compiles)
+        cases.append((_singular_q_model(), 3, True))
+    for model, which, parallel in cases:
+        path = ("sqrt", parallel, fast)
+
+        def loss(a, model=model, which=which, path=path):
+            args = list(model)
+            args[which] = a
+            return _log_lik(args, ys, path)
+
+        value, grad = jax.value_and_grad(loss)(jnp.asarray(model[which]))
+        np.testing.assert_allclose(
+            value, joint.log_marginal_likelihood(*model, ys), rtol=1e-10
+        )
+        assert np.all(np.isnan(np.asarray(grad)))
+
+
+@pytest.mark.parametrize("path", PATHS, ids=str)
+def test_a_deterministic_state_component_smooths_correctly(path, x64):
+    """A zero row and column in Q and P0: the velocity is known exactly."""
+    form, parallel, fast = path
+    model = (
+        np.array([0.0, 1.0]),
+        np.diag([1.0, 0.0]),
+        F2,
+        np.diag([1e-2, 0.0]),
+        H2,
+        np.array([[0.5]]),
+    )
+    ys = _ys(T=8)
+    m0, P0, F, Q, H, R = (jnp.asarray(a) for a in model)
+    out = kj.kalman_smoother(
+        kj.LinearDynamics(F, Q),
+        kj.LinearObservation(H, R),
+        kj.Gaussian(m0, P0),
+        jnp.asarray(ys),
+        form=form,
+        parallel=parallel,
+        fast=fast,
+    )
+    for t in range(1, 9):
+        mean, cov = joint.smoothed_marginal(*model, ys, t)
+        np.testing.assert_allclose(out.smoothed.mean[t - 1], mean, atol=1e-10)
+        np.testing.assert_allclose(out.smoothed.cov[t - 1], cov, atol=1e-10)
+
+
+@pytest.mark.parametrize("path", PATHS, ids=str)
+def test_asymmetric_covariances_are_read_as_their_symmetric_part(path, x64):
+    """One answer on every path: R, Q and P0 are read as (A + A^T) / 2."""
+    rng = np.random.default_rng(5)
+    H = rng.normal(size=(2, 3))
+    sym = (
+        np.zeros(3),
+        np.eye(3) + 0.2,
+        0.9 * np.eye(3),
+        0.1 * np.eye(3) + 0.02,
+        H,
+        np.array([[1.0, 0.3], [0.3, 1.0]]),
+    )
+    skew = np.array([[0.0, 0.05, 0.0], [-0.05, 0.0, 0.02], [0.0, -0.02, 0.0]])
+    asym = (
+        sym[0],
+        sym[1] + skew,
+        sym[2],
+        sym[3] - skew,
+        H,
+        sym[5] + np.array([[0.0, 0.1], [-0.1, 0.0]]),
+    )
+    ys = _ys(T=6, m=2)
+    np.testing.assert_allclose(
+        _log_lik(asym, ys, path), joint.log_marginal_likelihood(*sym, ys), rtol=1e-12
+    )
+
+
+# ------------------------------------------------------------ validation mode
+
+
+def test_validate_names_the_bad_argument():
+    good_dyn = kj.LinearDynamics(F=jnp.eye(2), Q=0.1 * jnp.eye(2))
+    good_obs = kj.LinearObservation(H=jnp.eye(1, 2), R=jnp.eye(1))
+    prior = kj.Gaussian(jnp.zeros(2), jnp.eye(2))
+    ys = jnp.ones((3, 1)).at[1, 0].set(jnp.nan)  # NaN is missing data, not an error
+    assert (
+        kj.validate(dynamics=good_dyn, observation=good_obs, prior=prior, xs=ys) is None
+    )
+    cases = [
+        (
+            dict(dynamics=good_dyn._replace(F=jnp.eye(2).at[0, 1].set(jnp.inf))),
+            r"dynamics.F contains NaN or inf \(first at index \(0, 1\)\)",
+        ),
+        (
+            dict(dynamics=good_dyn._replace(Q=jnp.diag(jnp.array([1.0, -0.5])))),
+            r"dynamics.Q is not positive semi-definite \(smallest eigenvalue -0.5",
+        ),
+        (
+            dict(observation=good_obs._replace(R=jnp.array([[jnp.nan]]))),
+            "observation.R contains NaN",
+        ),
+        (
+            dict(prior=prior._replace(cov=jnp.array([[1.0, 2.0], [2.0, 1.0]]))),
+            "prior.cov is not positive semi-definite",
+        ),
+        (
+            dict(prior=prior._replace(cov=jnp.array([[1.0, 0.5], [0.0, 1.0]]))),
+            "prior.cov is not symmetric",
+        ),
+        (
+            dict(observation=good_obs, xs=ys.at[2, 0].set(jnp.inf)),
+            r"xs \(observations\) contains inf at index \(2, 0\)",
+        ),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match="kalmanjax.validate: " + message):
+            kj.validate(**kwargs)
+
+
+def test_validate_checks_time_varying_models_and_tokens_per_step(x64):
+    R = jnp.stack([jnp.eye(1), -jnp.eye(1), jnp.eye(1)])
+    obs = lambda u: kj.LinearObservation(H=jnp.eye(1, 2), R=u["R"])
+    xs = {"obs": jnp.ones((3, 1)), "R": R}
+    with pytest.raises(ValueError, match=r"observation.R at step 1 \(xs\[1\]\) is not"):
+        kj.validate(observation=obs, xs=xs)
+    with pytest.raises(ValueError, match="pass xs"):
+        kj.validate(observation=obs)
+    cat, _, _ = _categorical()
+    tokens = jnp.asarray([0, 3, V, 1, -2])
+    with pytest.raises(ValueError, match=r"ids outside 0..3 at steps \[2, 4\]"):
+        kj.validate(observation=cat, xs=tokens, vocab_size=V)
+    with pytest.raises(ValueError, match="must be integer ids"):
+        kj.validate(observation=cat, xs=jnp.ones(3), vocab_size=V)
+    kj.validate(observation=cat, xs=tokens[:2], vocab_size=V)  # in range: fine

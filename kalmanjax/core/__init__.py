@@ -14,6 +14,7 @@ from .models import (
     NonlinearObservation,
     get_obs,
 )
+from .validation import validate
 
 __all__ = [
     "AssociativeForm",
@@ -31,4 +32,5 @@ __all__ = [
     "get_obs",
     "to_dense",
     "to_sqrt",
+    "validate",
 ]

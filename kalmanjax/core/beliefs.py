@@ -43,7 +43,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .linalg import GENERAL
+from .linalg import GENERAL, symmetrize
 
 __all__ = ["Belief", "Gaussian", "SqrtGaussian", "to_dense", "to_sqrt"]
 
@@ -93,7 +93,11 @@ def to_sqrt(belief: Belief) -> SqrtGaussian:
 
 
 def to_dense(belief: Belief) -> Gaussian:
-    """Convert a belief to covariance form."""
+    r"""Convert a belief to covariance form, read as :math:`(P + P^\top)/2`.
+
+    Every form reads a covariance the same way: the square-root form's factor is
+    that of :math:`(P + P^\top)/2`, so the covariance form symmetrises too.
+    """
     if isinstance(belief, Gaussian):
-        return belief
+        return Gaussian(mean=belief.mean, cov=symmetrize(belief.cov))
     return Gaussian(mean=belief.mean, cov=belief.cov)

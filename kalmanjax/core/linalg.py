@@ -4,7 +4,8 @@ Both implementations expose the same seven operations, so the Kalman steps in
 :mod:`kalmanjax.steps` are written once:
 
 * ``matmul(a, b)`` for matrix-matrix and matrix-vector products;
-* ``cholesky(a)``: lower Cholesky factor of a positive-definite matrix;
+* ``cholesky(a)``: lower Cholesky factor of a positive-definite matrix (both
+  implementations read :math:`(A + A^\top)/2`);
 * ``solve_lower(l, b)``: :math:`L^{-1} B` for lower-triangular :math:`L`;
 * ``solve_lower_t(l, b)``: :math:`L^{-\top} B`;
 * ``psd_cholesky(a)``: a lower-triangular factor of a PSD matrix that may be
@@ -12,6 +13,16 @@ Both implementations expose the same seven operations, so the Kalman steps in
 * ``solve(a, b)``: :math:`A^{-1} B` for a general square :math:`A`;
 * ``tria(a)``: a lower-triangular :math:`L` with non-negative diagonal and
   :math:`L L^\top = A A^\top` (``a`` may be wide), by a QR factorisation.
+
+Derivatives of the factorisations. ``psd_cholesky`` is differentiated through
+the covariance it factors, with the Cholesky tangent
+:math:`dL = L\,\Phi(L^{-1} dP\, L^{-\top})` (:math:`\Phi` takes the lower
+triangle and half the diagonal): exact for a definite matrix, NaN for a singular
+one, whose factor has no derivative in general (:math:`d\sqrt p / dp` is infinite
+at 0), never a plausible wrong number. :func:`factor_of_sum` factors
+:math:`C C^\top + A A^\top` and is differentiated through :math:`C C^\top` itself
+(the same tangent, of the sum), so a singular ``Q`` or ``R`` is differentiated
+exactly whenever the sum is definite.
 
 ``GENERAL`` uses XLA dots and LAPACK. ``SMALL`` uses only elementwise arithmetic
 and reductions, with the factorisations unrolled in Python: at a handful of state
@@ -27,6 +38,7 @@ import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.scipy.linalg import solve_triangular
@@ -63,6 +75,51 @@ def logdet_from_chol(chol: Array) -> Array:
     return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
 
 
+def skip_zero_pivots(chol: Array, b: Array) -> tuple[Array, Array]:
+    """``(chol', b')`` whose triangular solve skips the zero pivots of ``chol``.
+
+    A pivot at most ``state * eps`` times the largest is zero: its row and column
+    of ``chol`` become the unit vector and its entry of ``b`` zero, so either
+    triangular solve sets that unknown to 0 and drops that equation (a generalised
+    inverse: exact for right-hand sides in the range of ``chol``). Used where a
+    singular covariance is inverted on its range: the smoother's gain with a
+    deterministic state component.
+    """
+    n = chol.shape[-1]
+    diag = jnp.abs(jnp.diagonal(chol))
+    tol = n * jnp.finfo(chol.dtype).eps * jnp.max(diag)
+    zero = diag <= tol
+    eye = jnp.eye(n, dtype=chol.dtype)
+    chol = jnp.where(zero[None, :] | zero[:, None], eye, chol)
+    b = jnp.where(zero[:, None] if b.ndim == 2 else zero, 0.0, b)
+    return chol, b
+
+
+def _chol_tangent(solve_lower, matmul, chol: Array, dcov: Array) -> Array:
+    # dL = L Phi(L^-1 dP L^-T): the tangent of the lower factor of P for a tangent
+    # dP. A singular factor has no tangent in general (d sqrt(p) / dp = inf at 0):
+    # it gives NaN here, never a plausible wrong number.
+    x = mT(solve_lower(chol, mT(solve_lower(chol, symmetrize(dcov)))))
+    phi = jnp.tril(x, -1) + 0.5 * jnp.diag(jnp.diagonal(x))
+    return matmul(chol, phi)
+
+
+def _psd_differentiated_through_cov(psd_fn, solve_lower, matmul):
+    """``psd_fn(a)`` (a factor of PSD ``a``) with the covariance-based tangent."""
+
+    @jax.custom_jvp
+    def psd_cholesky(a):
+        return psd_fn(a)
+
+    @psd_cholesky.defjvp
+    def _(primals, tangents):
+        (a,), (da,) = primals, tangents
+        chol = psd_fn(a)
+        return chol, _chol_tangent(solve_lower, matmul, chol, da)
+
+    return psd_cholesky
+
+
 # ---------------------------------------------------------------- general (LAPACK)
 
 
@@ -82,18 +139,27 @@ def _psd_cholesky_general(a: Array) -> Array:
 
     def from_eigh(_):
         w, v = jnp.linalg.eigh(symmetrize(a))
-        return _tria_qr(v * jnp.sqrt(jnp.clip(w, 0.0))[None, :])
+        # eigenvalues at rounding level are zero, so a null direction has a zero
+        # (not a ~sqrt(eps)) pivot
+        tol = a.shape[-1] * jnp.finfo(a.dtype).eps * jnp.max(jnp.abs(w))
+        return _tria_qr(v * jnp.sqrt(jnp.where(w > tol, w, 0.0))[None, :])
 
     return lax.cond(jnp.all(jnp.isfinite(chol)), lambda _: chol, from_eigh, None)
+
+
+def _solve_lower_general(chol: Array, b: Array) -> Array:
+    return solve_triangular(chol, b, lower=True)
 
 
 GENERAL = LinalgOps(
     matmul=jnp.matmul,
     cholesky=jnp.linalg.cholesky,
-    solve_lower=lambda chol, b: solve_triangular(chol, b, lower=True),
+    solve_lower=_solve_lower_general,
     solve_lower_t=lambda chol, b: solve_triangular(chol, b, lower=True, trans="T"),
     tria=_tria_qr,
-    psd_cholesky=_psd_cholesky_general,
+    psd_cholesky=_psd_differentiated_through_cov(
+        _psd_cholesky_general, _solve_lower_general, jnp.matmul
+    ),
     solve=jnp.linalg.solve,
 )
 
@@ -108,9 +174,11 @@ def _matmul_small(a: Array, b: Array) -> Array:
 
 
 def _cholesky_small(a: Array, psd: bool = False) -> Array:
-    # Column-by-column Cholesky without pivoting. With ``psd`` a non-positive pivot
-    # gives a zero column, which is exact for PSD input (the column below a zero
-    # pivot is zero); without it a non-positive pivot gives NaN, as LAPACK does.
+    # Column-by-column Cholesky without pivoting, of (a + a^T) / 2 as LAPACK's path
+    # reads it. With ``psd`` a non-positive pivot gives a zero column, which is
+    # exact for PSD input (the column below a zero pivot is zero); without it a
+    # non-positive pivot gives NaN, as LAPACK does.
+    a = symmetrize(a)
     n = a.shape[0]
     rows = jnp.arange(n)
     cols = []
@@ -196,9 +264,34 @@ SMALL = LinalgOps(
     solve_lower=_solve_lower_small,
     solve_lower_t=_solve_lower_t_small,
     tria=_tria_mgs,
-    psd_cholesky=functools.partial(_cholesky_small, psd=True),
+    psd_cholesky=_psd_differentiated_through_cov(
+        functools.partial(_cholesky_small, psd=True), _solve_lower_small, _matmul_small
+    ),
     solve=_solve_small,
 )
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def factor_of_sum(ops: LinalgOps, a: Array, cov: Array, chol: Array) -> Array:
+    r"""The lower-triangular factor :math:`L` of :math:`C C^\top + A A^\top`.
+
+    ``a`` is ``(rows, k)``, ``chol`` (:math:`C`) ``(rows, j)`` and ``cov``
+    (:math:`C C^\top`) ``(rows, rows)``. The value is ``ops.tria([chol, a])``;
+    the derivative is taken through ``a`` and ``cov`` (the tangent of ``chol`` is
+    ignored: it must be a factor of ``cov``), so a singular ``cov`` (a singular
+    ``Q`` or ``R``, whose factor has no derivative there) is differentiated
+    exactly wherever the sum is definite, and is NaN where it is singular.
+    """
+    return ops.tria(jnp.concatenate([chol, a], axis=1))
+
+
+@factor_of_sum.defjvp
+def _factor_of_sum_jvp(ops, primals, tangents):
+    a, cov, chol = primals
+    da, dcov, _ = tangents
+    out = factor_of_sum(ops, a, cov, chol)
+    dsum = ops.matmul(da, mT(a)) + ops.matmul(a, mT(da)) + dcov
+    return out, _chol_tangent(ops.solve_lower, ops.matmul, out, dsum)
 
 
 def choose_ops(fast: bool | None, *dims: int) -> LinalgOps:

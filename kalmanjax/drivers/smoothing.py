@@ -120,7 +120,7 @@ def kalman_smoother(
     prior: Gaussian | SqrtGaussian,
     xs: Any,
     *,
-    form: Form = "dense",
+    form: Form = "joseph",
     missing: bool = True,
     parallel: bool = False,
     fast: bool | None = None,
@@ -132,8 +132,8 @@ def kalman_smoother(
         observation: as for :func:`kalmanjax.kalman_filter`.
         prior: the belief over :math:`x_0`.
         xs: per-step inputs with a leading time axis (see :func:`kalmanjax.run`).
-        form: ``"dense"``, ``"joseph"`` or ``"sqrt"`` (the smoother follows: the
-            covariance-form smoother for the first two).
+        form: ``"joseph"`` (default), ``"dense"`` or ``"sqrt"`` (the smoother
+            follows: the covariance-form smoother for the first two).
         missing: NaN observations are missing (see :func:`kalmanjax.kalman_filter`).
         parallel: use the temporally parallel filter and smoother.
         fast: elementwise small-state kernels (``None``: chosen from the shapes).

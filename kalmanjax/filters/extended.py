@@ -38,7 +38,7 @@ def extended_kalman_filter(
     | CategoricalObservation
     | Callable,
     *,
-    form: Form = "dense",
+    form: Form = "joseph",
     num_iter: int = 1,
     method: Method = "jacfwd",
     missing: bool = True,
@@ -57,9 +57,10 @@ def extended_kalman_filter(
             for a fixed adaptation state), or a function ``inputs -> model``.
         observation: ``NonlinearObservation``, ``LinearObservation``,
             :class:`~kalmanjax.CategoricalObservation` (the observation is then an
-            integer token id per step; ``form`` applies as ``"dense"`` or
-            ``"sqrt"``), or a function ``inputs -> model``.
-        form: ``"dense"``, ``"joseph"`` or ``"sqrt"``.
+            integer token id per step; the covariance forms update as one,
+            ``"sqrt"`` keeps factors), or a function ``inputs -> model``.
+        form: ``"joseph"`` (default), ``"dense"`` or ``"sqrt"`` (see
+            :func:`kalmanjax.kalman_filter`).
         num_iter: linearisations per update (static); 1 is the EKF.
         method: ``"jacfwd"`` or ``"jacrev"``.
         missing: NaN entries of the observations are not observed (default).

@@ -15,7 +15,7 @@ from ..core import checks
 from ..core.batching import batched, lapack_flops
 from ..core.beliefs import Gaussian, SqrtGaussian, to_dense, to_sqrt
 from ..core.filter import AssociativeForm, Filter, FilterResult
-from ..core.linalg import GENERAL, choose_ops
+from ..core.linalg import GENERAL, choose_ops, symmetrize
 from ..core.models import (
     DynamicsLike,
     LinearDynamics,
@@ -39,7 +39,7 @@ def kalman_filter(
     dynamics: DynamicsLike,
     observation: ObservationLike,
     *,
-    form: Form = "dense",
+    form: Form = "joseph",
     missing: bool = True,
     fast: bool | None = None,
 ) -> Filter:
@@ -55,8 +55,11 @@ def kalman_filter(
             :mod:`kalmanjax.core.models`).
         observation: a ``LinearObservation`` or a function ``inputs ->
             LinearObservation``.
-        form: ``"dense"`` (:math:`P - KSK^\top`), ``"joseph"`` or ``"sqrt"``
-            (Cholesky factors and QR triangularisation; the most robust in float32).
+        form: ``"joseph"`` (default; :math:`(I-KH)P(I-KH)^\top + KRK^\top`,
+            positive semi-definite to rounding, stable in float32), ``"dense"``
+            (:math:`P - KSK^\top`, the fastest, but it can lose definiteness in
+            float32 on ill-conditioned models) or ``"sqrt"`` (Cholesky factors and
+            QR triangularisation; the most accurate in float32).
         missing: treat NaN entries of the observations as not observed (default).
             Pass ``False`` only for data without NaNs (a NaN then propagates): the
             covariance recursion then no longer depends on the data, so ``vmap``
@@ -177,7 +180,7 @@ def _associative_form(dynamics, observation, form, missing, fast) -> Associative
 
         def generic(d_t: LinearDynamics, o_t: LinearObservation, y_t):
             offset = zeros_if_none(d_t.b, n, dtype)
-            noise = ops.psd_cholesky(d_t.Q) if sqrt else d_t.Q
+            noise = ops.psd_cholesky(d_t.Q) if sqrt else symmetrize(d_t.Q)
             return filter_element(offset, noise, d_t.F, o_t, y_t, ops, missing, sqrt)
 
         elems = vmapped(generic, axes)(*models)

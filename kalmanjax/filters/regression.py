@@ -41,7 +41,7 @@ def regression_filter(
     *,
     dtype: Any = None,
     design: Callable[[Any], Array] = regression_design,
-    form: Form = "dense",
+    form: Form = "joseph",
 ) -> Filter:
     r"""The Kalman filter over regression weights (:math:`F = I, Q = qI, H_t = X_t`).
 

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from ..core.linalg import LinalgOps, mT, symmetrize
 from ..core.models import LinearObservation
 from .backward import BackwardKernel
-from .linear import mask_missing, zeros_if_none
+from .linear import observation_arrays
 
 __all__ = [
     "FilterElement",
@@ -58,8 +58,8 @@ class FilterElement(NamedTuple):
         C: the covariance, or its factor :math:`U` in square-root form,
             ``(state, state)``.
         eta: shape ``(state,)``.
-        J: the information, or its factor :math:`Z` in square-root form,
-            ``(state, state)``.
+        J: the information, or a factor :math:`Z` (square, not necessarily
+            triangular) in square-root form, ``(state, state)``.
     """
 
     A: jax.Array
@@ -79,16 +79,12 @@ def filter_element(
     """
     n = mean_pred.shape[0]
     dtype = mean_pred.dtype
-    if missing:
-        y, H, R, d, _ = mask_missing(y, obs_model, dtype)
-    else:
-        H, R = obs_model.H, obs_model.R
-        d = zeros_if_none(obs_model.d, H.shape[0], dtype)
+    y, H, R, d, _ = observation_arrays(y, obs_model, dtype, missing)
     m = H.shape[0]
     e = y - ops.matmul(H, mean_pred) - d
     HF = ops.matmul(H, F)
     if sqrt:
-        top = jnp.concatenate([ops.cholesky(R), ops.matmul(H, cov_pred)], axis=1)
+        top = jnp.concatenate([ops.psd_cholesky(R), ops.matmul(H, cov_pred)], axis=1)
         bottom = jnp.concatenate([jnp.zeros((n, m), dtype), cov_pred], axis=1)
         tri = ops.tria(jnp.concatenate([top, bottom], axis=0))
         chol_s, gain_factor, U = tri[:m, :m], tri[m:, :m], tri[m:, m:]
@@ -102,7 +98,12 @@ def filter_element(
         C = symmetrize(cov_pred - ops.matmul(mT(W), W))
     V = ops.solve_lower(chol_s, HF)  # L_S^{-1} H F
     eta = ops.matmul(mT(V), ops.solve_lower(chol_s, e))
-    J = ops.tria(mT(V)) if sqrt else ops.matmul(mT(V), V)
+    if not sqrt:
+        J = ops.matmul(mT(V), V)
+    elif m <= n:  # V^T, padded square, is a factor of J: no QR (nor its derivative,
+        J = jnp.concatenate([mT(V), jnp.zeros((n, n - m), dtype)], axis=1)  # singular)
+    else:
+        J = ops.tria(mT(V))
     return FilterElement(
         A=F - ops.matmul(K, HF), b=mean_pred + ops.matmul(K, e), C=C, eta=eta, J=J
     )

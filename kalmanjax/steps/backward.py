@@ -27,7 +27,13 @@ import jax
 import jax.numpy as jnp
 
 from ..core.beliefs import Gaussian, SqrtGaussian
-from ..core.linalg import LinalgOps, mT, symmetrize
+from ..core.linalg import (
+    LinalgOps,
+    factor_of_sum,
+    mT,
+    skip_zero_pivots,
+    symmetrize,
+)
 from ..core.models import LinearDynamics
 
 __all__ = ["BackwardKernel", "apply_kernel", "backward_kernel", "smooth_step"]
@@ -65,19 +71,26 @@ def backward_kernel(filtered, dyn: LinearDynamics, ops: LinalgOps, chol_q=None):
     if isinstance(filtered, SqrtGaussian):
         n = filtered.mean.shape[0]
         L = filtered.chol
+        Q = symmetrize(dyn.Q)
         if chol_q is None:
-            chol_q = ops.psd_cholesky(dyn.Q)
-        top = jnp.concatenate([ops.matmul(F, L), chol_q], axis=1)
-        bottom = jnp.concatenate([L, jnp.zeros((n, n), L.dtype)], axis=1)
-        tri = ops.tria(jnp.concatenate([top, bottom], axis=0))
+            chol_q = ops.psd_cholesky(Q)
+        # the factor of [[P^-, F P], [P F^T, P]] = [[Q, 0], [0, 0]] + [F L; L][.]^T
+        joint = jnp.concatenate([ops.matmul(F, L), L], axis=0)
+        noise = jnp.zeros((2 * n, 2 * n), L.dtype).at[:n, :n].set(Q)
+        noise_factor = jnp.concatenate([chol_q, jnp.zeros((n, n), L.dtype)], axis=0)
+        tri = factor_of_sum(ops, joint, noise, noise_factor)
         chol_pred, g_factor, cond = tri[:n, :n], tri[n:, :n], tri[n:, n:]
-        gain = mT(ops.solve_lower_t(chol_pred, mT(g_factor)))  # G' L_pred^{-1}
+        # G' L_pred^{-1}, on the range of a singular L_pred (a deterministic state)
+        gain = mT(ops.solve_lower_t(*skip_zero_pivots(chol_pred, mT(g_factor))))
     else:
         P = filtered.cov
         FP = ops.matmul(F, P)
-        cov_pred = ops.matmul(FP, mT(F)) + dyn.Q  # Cholesky reads one triangle
-        chol_pred = ops.cholesky(cov_pred)
-        gain = mT(ops.solve_lower_t(chol_pred, ops.solve_lower(chol_pred, FP)))
+        cov_pred = ops.matmul(FP, mT(F)) + symmetrize(dyn.Q)
+        # P^- may be singular (a deterministic state component): G is then
+        # P F^T (P^-)^+ on its range, any generalised inverse giving the same kernel
+        chol_pred = ops.psd_cholesky(cov_pred)
+        half = ops.solve_lower(*skip_zero_pivots(chol_pred, FP))
+        gain = mT(ops.solve_lower_t(*skip_zero_pivots(chol_pred, half)))
         cond = symmetrize(P - ops.matmul(gain, FP))  # P - G P^- G^T = P - G F P
     offset = filtered.mean - ops.matmul(gain, mean_pred)
     return BackwardKernel(gain=gain, offset=offset, cond=cond)

@@ -16,6 +16,17 @@ The square-root form carries :math:`P = L L^\top` and never forms :math:`P`: the
 predict triangularises :math:`[F L,\ L_Q]` and the update triangularises
 :math:`\begin{bmatrix} L_R & H L \\ 0 & L \end{bmatrix}` (QR), with no inverse.
 
+The Joseph covariance is computed in :math:`O(\text{obs}\cdot\text{state}^2)` as
+:math:`A P^- - (A P^- H^\top - K R) K^\top` with :math:`A P^- = P^- - K H P^-`:
+the same expression as the textbook form for any :math:`K`, so a rounding error in
+:math:`K` enters the covariance only at second order. It is the default: in
+float32 :math:`P^- - KSK^\top` loses definiteness on ill-conditioned models.
+
+Singular covariances: ``Q``, ``R`` and the prior covariance need only be positive
+semi-definite (each is read as :math:`(A + A^\top)/2` on every path). A singular
+``R`` is a noise-free observation; the information gain
+:math:`\tfrac12 \log\det S - \tfrac12 \log\det R` is then ``+inf``.
+
 Missing data: NaN entries of ``y`` are not observed. Their rows of :math:`H` and
 :math:`d` are zeroed and their rows and columns of :math:`R` replaced by the
 identity, which gives exactly the update that drops those dimensions, with static
@@ -32,7 +43,14 @@ import jax.numpy as jnp
 from ..core import checks
 from ..core.beliefs import Gaussian, SqrtGaussian
 from ..core.filter import UpdateInfo
-from ..core.linalg import LinalgOps, choose_ops, logdet_from_chol, mT, symmetrize
+from ..core.linalg import (
+    LinalgOps,
+    choose_ops,
+    factor_of_sum,
+    logdet_from_chol,
+    mT,
+    symmetrize,
+)
 from ..core.models import LinearDynamics, LinearObservation
 
 __all__ = [
@@ -40,7 +58,7 @@ __all__ = [
     "LOG_2PI",
     "linear_predict",
     "linear_update",
-    "mask_missing",
+    "observation_arrays",
     "predict",
     "update",
     "zeros_if_none",
@@ -78,11 +96,12 @@ def linear_predict(
     if dyn.b is not None:
         mean = mean + dyn.b
     if isinstance(belief, SqrtGaussian):
+        Q = symmetrize(dyn.Q)
         if chol_q is None:
-            chol_q = ops.psd_cholesky(dyn.Q)
-        chol = ops.tria(jnp.concatenate([ops.matmul(F, belief.chol), chol_q], axis=1))
+            chol_q = ops.psd_cholesky(Q)
+        chol = factor_of_sum(ops, ops.matmul(F, belief.chol), Q, chol_q)
         return SqrtGaussian(mean=mean, chol=chol)
-    cov = ops.matmul(ops.matmul(F, belief.cov), mT(F)) + dyn.Q
+    cov = ops.matmul(ops.matmul(F, belief.cov), mT(F)) + symmetrize(dyn.Q)
     # inside a filter step the update symmetrises once; at d = 128 every extra
     # d x d symmetrisation cost ~10% of the step
     return Gaussian(mean=mean, cov=symmetrize(cov) if sym else cov)
@@ -125,15 +144,24 @@ def predict(
 # ------------------------------------------------------------------------- update
 
 
-def mask_missing(obs, model: LinearObservation, dtype):
-    """Zero out NaN dimensions so the update equals dropping them."""
+def observation_arrays(obs, model: LinearObservation, dtype, missing: bool):
+    r"""``(y, H, R, d, num_observed)`` of one observation, as every path reads them.
+
+    ``R`` is read as :math:`(R + R^\top)/2` (one answer for a slightly asymmetric
+    input on every path). With ``missing``, NaN dimensions are zeroed out so the
+    update equals dropping them: their rows of ``H`` and ``d`` are zero, their
+    rows and columns of ``R`` the identity, and ``y`` is 0 there.
+    """
     m = model.H.shape[0]
+    R = symmetrize(model.R)
+    if not missing:
+        return obs, model.H, R, zeros_if_none(model.d, m, dtype), m
     observed = ~jnp.isnan(obs)
     y = jnp.where(observed, obs, 0.0).astype(dtype)
     H = jnp.where(observed[:, None], model.H, 0.0).astype(dtype)
     d = jnp.where(observed, zeros_if_none(model.d, m, dtype), 0.0).astype(dtype)
     both = observed[:, None] & observed[None, :]
-    R = jnp.where(both, model.R, jnp.eye(m, dtype=dtype)).astype(dtype)
+    R = jnp.where(both, R, jnp.eye(m, dtype=dtype)).astype(dtype)
     num_observed = jnp.sum(observed).astype(dtype)
     return y, H, R, d, num_observed
 
@@ -154,13 +182,10 @@ def linear_update(
     :math:`h(x_i) + H (m^- - x_i)` (see :mod:`kalmanjax.steps.linearize`).
     """
     dtype = belief.mean.dtype
-    m = model.H.shape[0]
-    if missing:
-        y, H, R, d, num_observed = mask_missing(obs, model, dtype)
-    else:
-        y, H, R = obs, model.H, model.R
-        d, num_observed = zeros_if_none(model.d, m, dtype), m
-    chol_r = ops.cholesky(R)
+    y, H, R, d, num_observed = observation_arrays(obs, model, dtype, missing)
+    # R may be singular (a noise-free observation): its factor then has a zero
+    # column, the square-root update stays exact and the information gain is +inf
+    chol_r = ops.psd_cholesky(R)
     if predicted is None:
         innovation = y - ops.matmul(H, belief.mean) - d
     else:
@@ -169,11 +194,12 @@ def linear_update(
         )
 
     if isinstance(belief, SqrtGaussian):
-        n = belief.mean.shape[0]
-        L = belief.chol
-        top = jnp.concatenate([chol_r, ops.matmul(H, L)], axis=1)
-        bottom = jnp.concatenate([jnp.zeros((n, m), dtype), L], axis=1)
-        tri = ops.tria(jnp.concatenate([top, bottom], axis=0))
+        (m, n), L = H.shape, belief.chol
+        # the factor of [[S, H P], [P H^T, P]] = [[R, 0], [0, 0]] + [H L; L][H L; L]^T
+        joint = jnp.concatenate([ops.matmul(H, L), L], axis=0)
+        noise = jnp.zeros((m + n, m + n), dtype).at[:m, :m].set(R)
+        noise_factor = jnp.concatenate([chol_r, jnp.zeros((n, m), dtype)], axis=0)
+        tri = factor_of_sum(ops, joint, noise, noise_factor)
         chol_s, gain_factor, chol_new = tri[:m, :m], tri[m:, :m], tri[m:, m:]
         z = ops.solve_lower(chol_s, innovation)
         new = SqrtGaussian(mean=belief.mean + ops.matmul(gain_factor, z), chol=chol_new)
@@ -187,11 +213,13 @@ def linear_update(
         W = ops.solve_lower(chol_s, HP)  # L_S^{-1} H P; K = W^T L_S^{-T}
         mean = belief.mean + ops.matmul(mT(W), z)
         if joseph:
+            # (I - KH) P (I - KH)^T + K R K^T in O(obs state^2): with AP = (I - KH) P
+            # it is AP - (AP H^T - K R) K^T, the same polynomial in K, so an error
+            # in K still enters only at second order; AP H^T - K R is ~0
             K = mT(ops.solve_lower_t(chol_s, W))
-            A = jnp.eye(P.shape[0], dtype=dtype) - ops.matmul(K, H)
-            cov = ops.matmul(ops.matmul(A, P), mT(A)) + ops.matmul(
-                ops.matmul(K, R), mT(K)
-            )
+            AP = P - ops.matmul(K, HP)
+            correction = ops.matmul(AP, mT(H)) - ops.matmul(K, R)
+            cov = AP - ops.matmul(correction, mT(K))
         else:
             cov = P - ops.matmul(mT(W), W)
         new = Gaussian(mean=mean, cov=symmetrize(cov))
@@ -211,7 +239,7 @@ def update(
     obs,
     observation: LinearObservation,
     *,
-    joseph: bool = False,
+    joseph: bool = True,
     missing: bool = True,
     fast: bool | None = None,
 ) -> tuple[Gaussian | SqrtGaussian, UpdateInfo]:
@@ -222,9 +250,12 @@ def update(
             keeps the form), mean of shape ``(state,)``.
         obs: the observation, shape ``(obs,)``; NaN entries are missing.
         observation: ``LinearObservation`` with ``H`` of shape ``(obs, state)`` and
-            positive-definite ``R`` of shape ``(obs, obs)``.
-        joseph: for a covariance-form belief, use the Joseph update
-            :math:`(I-KH)P(I-KH)^\top + KRK^\top` instead of :math:`P - KSK^\top`.
+            positive semi-definite ``R`` of shape ``(obs, obs)`` (``R = 0`` is a
+            noise-free observation: exact in every form, with
+            ``information_gain = +inf``; ``S = HPH^T + R`` must be definite).
+        joseph: for a covariance-form belief, the Joseph update
+            :math:`(I-KH)P(I-KH)^\top + KRK^\top` (default; positive
+            semi-definite to rounding) rather than :math:`P - KSK^\top`.
         missing: treat NaN entries of ``obs`` as not observed (default). With
             ``False`` a NaN propagates into the result.
         fast: use the elementwise small-state kernels; ``None`` chooses them when

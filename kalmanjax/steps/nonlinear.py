@@ -158,7 +158,7 @@ def ekf_update(
     inputs: Any = None,
     *,
     num_iter: int = 1,
-    joseph: bool = False,
+    joseph: bool = True,
     missing: bool = True,
     method: Method = "jacfwd",
     fast: bool | None = None,
@@ -176,7 +176,7 @@ def ekf_update(
             and ``R`` of shape ``(obs, obs)`` (or a ``LinearObservation``).
         inputs: passed to ``observation.fn`` as its second argument.
         num_iter: number of linearisations (1 = EKF; static).
-        joseph: Joseph-form covariance update (covariance-form beliefs).
+        joseph: Joseph-form covariance update (covariance-form beliefs; default).
         missing: treat NaN entries of ``obs`` as not observed.
         method: ``"jacfwd"`` or ``"jacrev"`` (see :func:`linearize`).
         fast: small-state kernels (see :func:`kalmanjax.update`).
