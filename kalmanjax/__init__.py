@@ -50,7 +50,14 @@ from .drivers import (
     run,
     shard_batch,
 )
-from .filters import extended_kalman_filter, kalman_filter, regression_filter
+from .filters import (
+    DiffuseBelief,
+    collapse,
+    diffuse_kalman_filter,
+    extended_kalman_filter,
+    kalman_filter,
+    regression_filter,
+)
 from .steps import (
     FORMS,
     categorical_update,
@@ -68,6 +75,7 @@ __all__ = [
     "AssociativeForm",
     "Belief",
     "CategoricalObservation",
+    "DiffuseBelief",
     "Filter",
     "FilterResult",
     "Gaussian",
@@ -82,7 +90,9 @@ __all__ = [
     "batch_map",
     "batch_mesh",
     "categorical_update",
+    "collapse",
     "diagnostics",
+    "diffuse_kalman_filter",
     "ekf_predict",
     "ekf_update",
     "extended_kalman_filter",

@@ -14,6 +14,7 @@ import pytest
 
 import kalmanjax as kj
 from tests.reference import joint_gaussian as joint
+from tests.reference import numpy_kalman as ref
 
 V, K = 4, 3
 
@@ -390,3 +391,113 @@ def test_validate_checks_time_varying_models_and_tokens_per_step(x64):
     with pytest.raises(ValueError, match="must be integer ids"):
         kj.validate(observation=cat, xs=jnp.ones(3), vocab_size=V)
     kj.validate(observation=cat, xs=tokens[:2], vocab_size=V)  # in range: fine
+
+
+# ------------------------------------------------ parallel float32, large means
+
+
+@pytest.mark.parametrize("form", kj.FORMS)
+def test_parallel_float32_with_large_means_is_as_accurate_as_sequential(form):
+    """|m0| ~ 1e6 in float32: the parallel elements are centred on the prior means,
+    so their error is the sequential filter's, not 10-1000x it (was 600x for the
+    covariance forms on this model)."""
+    T = 1000
+    F, Q = np.eye(2), np.diag([1e-2, 1e-10])
+    H, R = np.array([[1.0, 0.0]]), np.array([[1.0]])
+    m0, P0 = np.array([1e6, -1e6]), np.eye(2)
+    _, y = ref.simulate(np.random.default_rng(0), m0, P0, F, Q, H, R, T)
+    as32 = lambda a: np.asarray(a, np.float32).astype(np.float64)
+    arrays = [as32(a) for a in (m0, P0, F, Q, H, R, y)]
+    expect = ref.kalman_filter(*arrays)["log_marginal_likelihood"]
+    c = lambda a: jnp.asarray(a, jnp.float32)
+    filt = kj.kalman_filter(
+        kj.LinearDynamics(c(F), c(Q)), kj.LinearObservation(c(H), c(R)), form=form
+    )
+    prior = kj.Gaussian(c(m0), c(P0))
+
+    def lml(parallel):
+        run = jax.jit(
+            lambda ys: kj.log_marginal_likelihood(filt, prior, ys, parallel=parallel)
+        )
+        return abs(float(run(c(y))) - expect)
+
+    seq_error, par_error = lml(False), lml(True)
+    assert seq_error < 1.0  # float32 on 1e6-sized means: ~0.2 nats of 1441
+    assert par_error <= 10 * max(seq_error, 1e-2)
+
+
+# ------------------------------------------------------------- diffuse priors
+
+
+def _trend_model():
+    """A local linear trend (level, slope) and a static weight, two readings."""
+    F = np.array([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    Q = np.diag([0.1, 0.01, 0.0])
+    H = np.array([[1.0, 0.0, 0.5], [0.0, 0.0, 1.0]])
+    return F, Q, H, np.array([[0.5, 0.1], [0.1, 0.3]])
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize(
+    "diffuse_cols, p0", [((0, 1, 2), (0.0, 0.0, 0.0)), ((0,), (0.0, 0.3, 2.0))]
+)
+def test_diffuse_prior_is_the_exact_limit(diffuse_cols, p0, fast, x64):
+    F, Q, H, R = _trend_model()
+    A0 = np.eye(3)[:, list(diffuse_cols)]
+    m0, P0 = np.array([0.0, 0.0, 1.0]), np.diag(p0)
+    ys = 3.0 + _ys(T=10, m=2)
+    ys[1, 1] = np.nan  # missing data inside and after the diffuse phase
+    ys[4, 0] = np.nan
+    filt = kj.diffuse_kalman_filter(
+        kj.LinearDynamics(jnp.asarray(F), jnp.asarray(Q)),
+        kj.LinearObservation(jnp.asarray(H), jnp.asarray(R)),
+        diffuse=jnp.asarray(A0),
+        fast=fast,
+    )
+    prior = kj.Gaussian(jnp.asarray(m0), jnp.asarray(P0))
+    out = jax.jit(lambda y: kj.run(filt, prior, y))(jnp.asarray(ys))
+    beliefs = kj.collapse(out.states)
+    identified = 0
+    for t in range(1, 11):
+        expect = joint.diffuse_posterior(m0, P0, A0, F, Q, H, R, ys, t)
+        if expect is None:  # not identified yet: documented NaN
+            assert np.all(np.isnan(np.asarray(beliefs.mean[t - 1])))
+            continue
+        identified += 1
+        log_lik, mean, cov = expect
+        np.testing.assert_allclose(beliefs.mean[t - 1], mean, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(beliefs.cov[t - 1], cov, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(
+            np.sum(out.infos.log_likelihood[:t]), log_lik, rtol=1e-10
+        )
+    assert identified >= 7
+
+
+def test_diffuse_prior_beats_a_vague_one_in_float32():
+    """A vague P0 = 1e8 I in float32 against the exact diffuse start."""
+    F, Q, H, R = _trend_model()
+    m0 = np.zeros(3)
+    ys = 3.0 + _ys(T=200, m=2)
+    T = ys.shape[0]
+    with jax.enable_x64(True):
+        expect, _, _ = joint.diffuse_posterior(
+            m0, np.zeros((3, 3)), np.eye(3), F, Q, H, R, ys, T
+        )
+    c = lambda a: jnp.asarray(a, jnp.float32)
+    dyn, obs = kj.LinearDynamics(c(F), c(Q)), kj.LinearObservation(c(H), c(R))
+    diffuse = kj.diffuse_kalman_filter(dyn, obs, diffuse=c(np.eye(3)))
+    exact = float(
+        kj.log_marginal_likelihood(
+            diffuse, kj.Gaussian(c(m0), c(np.zeros((3, 3)))), c(ys)
+        )
+    )
+    kappa = 1e8
+    vague = kj.kalman_filter(dyn, obs)
+    approx = float(
+        kj.log_marginal_likelihood(
+            vague, kj.Gaussian(c(m0), c(kappa * np.eye(3))), c(ys)
+        )
+    )
+    approx += 1.5 * np.log(kappa)  # + k/2 log kappa: the same limit
+    assert abs(exact - expect) < 1e-3 * abs(expect)
+    assert abs(exact - expect) < 0.1 * abs(approx - expect)

@@ -77,13 +77,18 @@ def batch_map(
     Returns:
         A function of batched arguments whose outputs have a leading batch axis,
         sharded over ``axis_name``. Jit it (the library never jits for you). The
-        batch must be divisible by the number of devices on ``axis_name``.
+        batch must be divisible by the number of devices on ``axis_name``;
+        arguments need not come from :func:`shard_batch` (they are resharded).
     """
     spec = PartitionSpec(axis_name)
 
     def sharded(*args):
         m = batch_mesh(axis_name) if mesh is None else mesh
         _check_divisible(args, m, axis_name, "batch_map")
+        # arguments not placed with shard_batch (a plain array, or one sharded
+        # otherwise) are resharded to the batch split here, eagerly or under jit
+        target = NamedSharding(m, spec)
+        args = jax.tree_util.tree_map(lambda a: jax.reshard(a, target), args)
         local = jax.shard_map(
             jax.vmap(fn), mesh=m, in_specs=spec, out_specs=spec, check_vma=False
         )

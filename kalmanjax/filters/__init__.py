@@ -1,10 +1,14 @@
 """Layer 2, filter factories: ``Filter(init, step)`` pairs built from the steps."""
 
+from .diffuse import DiffuseBelief, collapse, diffuse_kalman_filter
 from .extended import extended_kalman_filter
 from .kalman import kalman_filter
 from .regression import regression_design, regression_filter
 
 __all__ = [
+    "DiffuseBelief",
+    "collapse",
+    "diffuse_kalman_filter",
     "extended_kalman_filter",
     "kalman_filter",
     "regression_design",

@@ -142,6 +142,29 @@ def _at(tree, axis, t):
     return tree if axis is None else jax.tree_util.tree_map(lambda a: a[t], tree)
 
 
+def _reference_means(mean0, dyn: LinearDynamics, axis, num_steps: int):
+    r"""The prior means :math:`\bar x_t = F_t \bar x_{t-1} + b_t`, shape ``(T, state)``.
+
+    A prefix scan of the affine maps :math:`x \mapsto F_t x + b_t` (span
+    :math:`O(\log T)`, like the filter's).
+    """
+    n, dtype = mean0.shape[0], mean0.dtype
+    F = dyn.F if axis is not None else jnp.broadcast_to(dyn.F, (num_steps, n, n))
+    b = zeros_if_none(dyn.b, n, dtype)
+    b = (
+        b
+        if axis is not None and dyn.b is not None
+        else jnp.broadcast_to(b, (num_steps, n))
+    )
+
+    def compose(first, second):
+        (A1, c1), (A2, c2) = first, second
+        return A2 @ A1, (A2 @ c1[..., None])[..., 0] + c2
+
+    A, c = jax.lax.associative_scan(compose, (F, b))
+    return (A @ mean0) + c
+
+
 def _associative_form(dynamics, observation, form, missing, fast) -> AssociativeForm:
     r"""The filter as a parallel prefix scan (Sarkka & Garcia-Fernandez 2021).
 
@@ -151,6 +174,13 @@ def _associative_form(dynamics, observation, form, missing, fast) -> Associative
     square-root combine, and ``finish`` reads the filtered beliefs off the prefix
     and recomputes each step's update from its predecessor with one batched
     sequential update, so the infos are exactly the sequential filter's.
+
+    The elements are centred on the prior means :math:`\bar x_t` (the dynamics
+    without data, :func:`_reference_means`): they describe
+    :math:`x_t - \bar x_t`, whose moments are of the size of the data's
+    deviations, not of the state's. Uncentred, a mean of :math:`10^6` in float32
+    carries an absolute error of ~0.1 through every combine, and the parallel
+    log-likelihood was 10-1000x further from the reference than the sequential one.
     """
     sqrt = form == "sqrt"
     owner = "kalman_filter (parallel)"
@@ -172,26 +202,40 @@ def _associative_form(dynamics, observation, form, missing, fast) -> Associative
             return batched(fn, flops, in_axes=in_axes, lapack=ops is GENERAL)
 
         models = (dyn, obs_model, obs), (dyn_axis, obs_axis, 0)
-        return prior, ops, models, (first_dyn, first_obs), vmapped
+        # the elements are centred on the prior means (see the docstring)
+        ref = _reference_means(prior.mean, dyn, dyn_axis, obs.shape[0])
+        return prior, ops, models, (first_dyn, first_obs), vmapped, ref
 
     def elements(prior, xs):
-        prior, ops, (models, axes), (first_dyn, first_obs), vmapped = setup(prior, xs)
+        prior, ops, (models, axes), (first_dyn, first_obs), vmapped, ref = setup(
+            prior, xs
+        )
         n, dtype = prior.mean.shape[0], prior.mean.dtype
 
-        def generic(d_t: LinearDynamics, o_t: LinearObservation, y_t):
-            offset = zeros_if_none(d_t.b, n, dtype)
-            noise = ops.psd_cholesky(d_t.Q) if sqrt else symmetrize(d_t.Q)
-            return filter_element(offset, noise, d_t.F, o_t, y_t, ops, missing, sqrt)
+        def centred(o_t: LinearObservation, ref_t):
+            m = o_t.H.shape[0]
+            return o_t._replace(
+                d=zeros_if_none(o_t.d, m, dtype) + ops.matmul(o_t.H, ref_t)
+            )
 
-        elems = vmapped(generic, axes)(*models)
+        def generic(d_t: LinearDynamics, o_t: LinearObservation, y_t, ref_prev, ref_t):
+            # x_t - ref_t = F (x_{t-1} - ref_prev) + offset + w: a rounding-level offset
+            b_t = zeros_if_none(d_t.b, n, dtype)
+            offset = ops.matmul(d_t.F, ref_prev) + b_t - ref_t
+            noise = ops.psd_cholesky(d_t.Q) if sqrt else symmetrize(d_t.Q)
+            o_c = centred(o_t, ref_t)
+            return filter_element(offset, noise, d_t.F, o_c, y_t, ops, missing, sqrt)
+
+        previous_ref = jnp.concatenate([prior.mean[None], ref[:-1]], axis=0)
+        elems = vmapped(generic, (*axes, 0, 0))(*models, previous_ref, ref)
         # the first step conditions the predicted prior instead: A = 0, eta = 0, J = 0
         predicted0 = linear_predict(prior, first_dyn, ops)
         sqrt0 = isinstance(predicted0, SqrtGaussian)
         cov0 = predicted0.chol if sqrt0 else predicted0.cov
         zero = jnp.zeros((n, n), dtype)
-        y0 = models[2][0]
+        y0, obs0 = models[2][0], centred(first_obs, ref[0])
         first = filter_element(
-            predicted0.mean, cov0, zero, first_obs, y0, ops, missing, sqrt
+            predicted0.mean - ref[0], cov0, zero, obs0, y0, ops, missing, sqrt
         )
         first = first._replace(eta=jnp.zeros((n,), dtype), J=zero)
         return jax.tree_util.tree_map(lambda a, f: a.at[0].set(f), elems, first)
@@ -205,8 +249,8 @@ def _associative_form(dynamics, observation, form, missing, fast) -> Associative
         )(earlier, later)
 
     def finish(prior, xs, prefix: FilterElement) -> FilterResult:
-        prior, ops, (models, axes), _, vmapped = setup(prior, xs)
-        filtered = (SqrtGaussian if sqrt else Gaussian)(prefix.b, prefix.C)
+        prior, ops, (models, axes), _, vmapped, ref = setup(prior, xs)
+        filtered = (SqrtGaussian if sqrt else Gaussian)(prefix.b + ref, prefix.C)
         # every step's prediction is now known: one batched sequential update gives
         # the filtered beliefs and the infos exactly as the sequential filter does
         previous = jax.tree_util.tree_map(

@@ -17,10 +17,12 @@ predict triangularises :math:`[F L,\ L_Q]` and the update triangularises
 :math:`\begin{bmatrix} L_R & H L \\ 0 & L \end{bmatrix}` (QR), with no inverse.
 
 The Joseph covariance is computed in :math:`O(\text{obs}\cdot\text{state}^2)` as
-:math:`A P^- - (A P^- H^\top - K R) K^\top` with :math:`A P^- = P^- - K H P^-`:
-the same expression as the textbook form for any :math:`K`, so a rounding error in
-:math:`K` enters the covariance only at second order. It is the default: in
-float32 :math:`P^- - KSK^\top` loses definiteness on ill-conditioned models.
+:math:`A P^- - (A P^- H^\top - K R) K^\top` with
+:math:`A P^- = (I - KH) P^- = P^- - K S K^\top`: algebraically the textbook form.
+The correction :math:`A P^- H^\top - K R` vanishes in exact arithmetic; computed,
+it carries the rounding error of :math:`A P^-` in the observed directions, where
+:math:`P^- - KSK^\top` cancels, and removes it. It is the default: in float32
+:math:`P^- - KSK^\top` alone loses definiteness on ill-conditioned models.
 
 Singular covariances: ``Q``, ``R`` and the prior covariance need only be positive
 semi-definite (each is read as :math:`(A + A^\top)/2` on every path). A singular
@@ -213,11 +215,13 @@ def linear_update(
         W = ops.solve_lower(chol_s, HP)  # L_S^{-1} H P; K = W^T L_S^{-T}
         mean = belief.mean + ops.matmul(mT(W), z)
         if joseph:
-            # (I - KH) P (I - KH)^T + K R K^T in O(obs state^2): with AP = (I - KH) P
-            # it is AP - (AP H^T - K R) K^T, the same polynomial in K, so an error
-            # in K still enters only at second order; AP H^T - K R is ~0
+            # (I - KH) P (I - KH)^T + K R K^T in O(obs state^2): with
+            # AP = (I - KH) P = P - W^T W it is AP - (AP H^T - K R) K^T. The
+            # correction is ~0 in exact arithmetic; computed, it removes the
+            # rounding error of AP in the observed directions, where P - W^T W
+            # cancels (so the result stays positive semi-definite in float32)
             K = mT(ops.solve_lower_t(chol_s, W))
-            AP = P - ops.matmul(K, HP)
+            AP = P - ops.matmul(mT(W), W)
             correction = ops.matmul(AP, mT(H)) - ops.matmul(K, R)
             cov = AP - ops.matmul(correction, mT(K))
         else:

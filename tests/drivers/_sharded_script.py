@@ -32,10 +32,14 @@ def main():
             single = jax.jit(jax.vmap(one))(ys)  # one device
             sharded_fn = jax.jit(kj.batch_map(one))
             sharded = sharded_fn(kj.shard_batch(ys))
+            # an argument not placed with shard_batch is resharded (was an
+            # in_specs error of shard_map)
+            unsharded = sharded_fn(ys)
             devices = {d.id for d in sharded[1].sharding.device_set}
             out[str(parallel)] = dict(
                 max_diff_lml=float(jnp.max(jnp.abs(sharded[0] - single[0]))),
                 max_diff_smoothed=float(jnp.max(jnp.abs(sharded[1] - single[1]))),
+                max_diff_unsharded=float(jnp.max(jnp.abs(unsharded[0] - single[0]))),
                 devices=len(devices),
                 shard_shape=list(sharded[1].addressable_shards[0].data.shape),
             )

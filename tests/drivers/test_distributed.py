@@ -31,4 +31,5 @@ def test_sharded_equals_unsharded_on_eight_devices():
         assert out[mode]["shard_shape"] == [2, 50, 3]  # 16 sequences / 8 devices
         assert out[mode]["max_diff_lml"] <= 1e-12
         assert out[mode]["max_diff_smoothed"] <= 1e-12
+        assert out[mode]["max_diff_unsharded"] <= 1e-12
     assert "divisible by the 8 devices" in out["error"]

@@ -198,3 +198,55 @@ def log_marginal_likelihood(m0, P0, F, Q, H, R, y, b=None, d=None):
         raise np.linalg.LinAlgError("observation covariance is not positive definite")
     maha = r @ np.linalg.solve(S, r)
     return float(-0.5 * (rows.size * _LOG_2PI + logdet + maha))
+
+
+def diffuse_posterior(m0, P0, A0, F, Q, H, R, y, t):
+    """The exact diffuse limit: ``x_0 = m0 + A0 beta + N(0, P0)``, flat ``beta``.
+
+    Every joint mean is linear in ``beta`` (columns ``G = d mean / d beta``) and
+    the joint covariance does not depend on it, so with ``O`` the observed entries
+    of ``y_1..y_t`` and ``C = cov[O, O]``, ``beta | y_O ~ N(S^-1 s, S^-1)`` with
+    ``S = G_O^T C^-1 G_O`` and ``s = G_O^T C^-1 (y_O - mean_O)``.
+
+    Returns:
+        ``None`` if ``y_1..y_t`` do not identify ``beta`` (``S`` singular), else
+        ``(log_lik, mean, cov)``: the diffuse log-likelihood of ``y_1..y_t``,
+        ``log N(y_O; mean_O, C) - 1/2 log det S + 1/2 s^T S^-1 s`` (the limit of
+        ``log p_kappa + k/2 log kappa`` for ``P0 + kappa A0 A0^T``), and the
+        moments of ``x_t | y_1..y_t``.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    T = y.shape[0]
+    A0 = np.asarray(A0, np.float64)
+    mean, cov, index = joint_moments(m0, P0, F, Q, H, R, T)
+    G = np.stack(
+        [
+            joint_moments(m0 + A0[:, j], P0, F, Q, H, R, T)[0] - mean
+            for j in range(A0.shape[1])
+        ],
+        axis=1,
+    )
+    rows, vals = _observed_indices(y, index, t)
+    X = np.arange(index["x"][t].start, index["x"][t].stop)
+    C = cov[np.ix_(rows, rows)]
+    r = vals - mean[rows]
+    Ci = np.linalg.inv(C)
+    S = G[rows].T @ Ci @ G[rows]
+    s = G[rows].T @ Ci @ r
+    if np.linalg.matrix_rank(S) < S.shape[0]:
+        return None  # beta is not identified by y_1..y_t
+    sign, logdet_c = np.linalg.slogdet(C)
+    _, logdet_s = np.linalg.slogdet(S)
+    log_lik = (
+        -0.5 * (rows.size * _LOG_2PI + logdet_c + r @ Ci @ r)
+        - 0.5 * logdet_s
+        + 0.5 * s @ np.linalg.solve(S, s)
+    )
+    gain = cov[np.ix_(X, rows)] @ Ci
+    D = G[X] - gain @ G[rows]
+    beta = np.linalg.solve(S, s)
+    post_mean = mean[X] + gain @ r + D @ beta
+    post_cov = (
+        cov[np.ix_(X, X)] - gain @ cov[np.ix_(rows, X)] + D @ np.linalg.solve(S, D.T)
+    )
+    return float(log_lik), post_mean, 0.5 * (post_cov + post_cov.T)
