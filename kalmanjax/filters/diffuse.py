@@ -85,10 +85,10 @@ class DiffuseBelief(NamedTuple):
     diffuse_term: Float[Array, ""]
 
 
-def _identified(information):
+def _identified(information, ops=GENERAL):
     """``(definite, chol)``: whether :math:`S` is numerically definite, its factor."""
     k = information.shape[-1]
-    chol = GENERAL.cholesky(information)
+    chol = ops.cholesky(information)
     pivots = jnp.diagonal(chol, axis1=-2, axis2=-1) ** 2
     scale = jnp.max(jnp.diagonal(information, axis1=-2, axis2=-1), axis=-1)
     tol = 100 * k * jnp.finfo(information.dtype).eps * scale
@@ -150,8 +150,9 @@ def diffuse_kalman_filter(
         :math:`N(m_0, P_0)` of the prior (``P_0`` may be zero in the diffuse
         directions) and whose state is a :class:`DiffuseBelief`; :func:`collapse`
         turns states into filtered beliefs, and the infos' ``log_likelihood``
-        sums to the diffuse log-likelihood (module docstring). The covariance
-        update is the Joseph form.
+        sums to the diffuse log-likelihood (module docstring; the other info
+        fields are those of the :math:`\beta = 0` filter). The covariance update
+        is the Joseph form.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -222,10 +223,11 @@ def diffuse_kalman_filter(
         information = symmetrize(state.information + ops.matmul(mT(Z), Z))
         score = state.score + ops.matmul(mT(Z), z)
         # g = -1/2 log det S + 1/2 s^T S^{-1} s once S is definite, else 0
-        definite, chol_info = _identified(information)
-        eye = jnp.eye(information.shape[0], dtype=dtype)
-        chol_info = jnp.where(definite, chol_info, eye)
-        w = GENERAL.solve_lower(chol_info, score)
+        k = information.shape[0]
+        ops_k = choose_ops(fast, k)  # (diffuse, diffuse): small kernels when small
+        definite, chol_info = _identified(information, ops_k)
+        chol_info = jnp.where(definite, chol_info, jnp.eye(k, dtype=dtype))
+        w = ops_k.solve_lower(chol_info, score)
         g = -0.5 * logdet_from_chol(chol_info) + 0.5 * jnp.sum(w * w)
         term = jnp.where(definite, g, 0.0)
         new = DiffuseBelief(
