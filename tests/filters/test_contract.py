@@ -100,7 +100,8 @@ def _categorical(form):
     return make
 
 
-# (name, make(dtype) -> Filter, input kind, state: "belief" or "point")
+# (name, make(dtype) -> Filter, input kind, state: "belief", "diffuse" (a
+# DiffuseBelief, whose .belief is checked) or "point")
 FILTERS = [
     ("kalman_dense", _kalman("dense", None), "vector", "belief"),
     ("kalman_dense_general", _kalman("dense", False), "vector", "belief"),
@@ -118,6 +119,14 @@ FILTERS = [
         lambda dtype: kj.regression_filter(3, 0.1, 0.01, dtype=dtype, form="sqrt"),
         "regression",
         "belief",
+    ),
+    (
+        "diffuse_kalman_filter",
+        lambda dtype: kj.diffuse_kalman_filter(
+            *_linear_models(dtype), diffuse=jnp.eye(3, 1, dtype=dtype)
+        ),
+        "vector",
+        "diffuse",
     ),
     ("ekf_dense", _ekf("dense"), "regression", "belief"),
     ("ekf_sqrt", _ekf("sqrt"), "regression", "belief"),
@@ -180,7 +189,7 @@ def _objective(name, state_kind):
         out = kj.run(filt, prior.mean, xs)
         return jnp.sum(out.final) + jnp.sum(out.infos.loss)
 
-    return belief_objective if state_kind == "belief" else point_objective
+    return point_objective if state_kind == "point" else belief_objective
 
 
 #: the cases also run without jit (one per family; the eager step of the others
@@ -209,7 +218,7 @@ def test_contract(name, make, kind, state_kind, jit, dtype):
     variant = jax.jit if jit else (lambda f: f)
     filt = make(dtype)
     prior = _prior(dtype)
-    start = prior if state_kind == "belief" else prior.mean
+    start = prior.mean if state_kind == "point" else prior
     xs = _inputs(kind, dtype)
     state = filt.init(start)
     first = jax.tree_util.tree_map(lambda a: a[0], xs)
@@ -221,8 +230,9 @@ def test_contract(name, make, kind, state_kind, jit, dtype):
         assert leaf.dtype == dtype
 
     out = variant(lambda xs: kj.run(filt, start, xs))(xs)
-    if state_kind == "belief":
-        assert_psd(out.states.cov, 1e-5 if dtype == jnp.float32 else 1e-12)
+    if state_kind != "point":
+        beliefs = out.states.belief if state_kind == "diffuse" else out.states
+        assert_psd(beliefs.cov, 1e-5 if dtype == jnp.float32 else 1e-12)
         if name not in NOISE_FREE:
             assert np.all(np.isfinite(np.asarray(out.infos.log_likelihood)))
     else:
