@@ -10,7 +10,8 @@ The package is layered; each layer imports only the layers below it:
    :func:`linearize`, :func:`ekf_update`, :func:`categorical_update`, backward
    kernels, associative elements and their combines;
 2. :mod:`kalmanjax.filters`, filter factories: :func:`kalman_filter`,
-   :func:`extended_kalman_filter`, :func:`regression_filter`;
+   :func:`extended_kalman_filter`, :func:`regression_filter`, and for large
+   states :func:`diagonal_filter` and :func:`low_rank_filter`;
 3. :mod:`kalmanjax.drivers`: :func:`run`, :func:`log_marginal_likelihood`,
    :func:`rts_smoother`, :func:`kalman_smoother`, :func:`batch_map`;
 4. instruments: :mod:`kalmanjax.diagnostics` (imported here),
@@ -26,11 +27,14 @@ from .core import (
     AssociativeForm,
     Belief,
     CategoricalObservation,
+    DiagonalDynamics,
+    DiagonalGaussian,
     Filter,
     FilterResult,
     Gaussian,
     LinearDynamics,
     LinearObservation,
+    LowRankGaussian,
     NonlinearDynamics,
     NonlinearObservation,
     SqrtGaussian,
@@ -53,9 +57,11 @@ from .drivers import (
 from .filters import (
     DiffuseBelief,
     collapse,
+    diagonal_filter,
     diffuse_kalman_filter,
     extended_kalman_filter,
     kalman_filter,
+    low_rank_filter,
     regression_filter,
 )
 from .steps import (
@@ -75,12 +81,15 @@ __all__ = [
     "AssociativeForm",
     "Belief",
     "CategoricalObservation",
+    "DiagonalDynamics",
+    "DiagonalGaussian",
     "DiffuseBelief",
     "Filter",
     "FilterResult",
     "Gaussian",
     "LinearDynamics",
     "LinearObservation",
+    "LowRankGaussian",
     "NonlinearDynamics",
     "NonlinearObservation",
     "SmootherResult",
@@ -92,6 +101,7 @@ __all__ = [
     "categorical_update",
     "collapse",
     "diagnostics",
+    "diagonal_filter",
     "diffuse_kalman_filter",
     "ekf_predict",
     "ekf_update",
@@ -101,6 +111,7 @@ __all__ = [
     "kalman_smoother",
     "linearize",
     "log_marginal_likelihood",
+    "low_rank_filter",
     "predict",
     "regression_filter",
     "rts_smoother",

@@ -147,16 +147,25 @@ def _ys(T=12, m=1, seed=3):
     return np.random.default_rng(seed).normal(size=(T, m))
 
 
-def _log_lik(model, ys, path):
-    """kalmanjax's log p(y_1:T) of a model given as NumPy arrays, on one path."""
-    form, parallel, fast = path
+def _filter(model, path):
+    form, _, fast = path
     m0, P0, F, Q, H, R = (jnp.asarray(a) for a in model)
     filt = kj.kalman_filter(
         kj.LinearDynamics(F, Q), kj.LinearObservation(H, R), form=form, fast=fast
     )
-    return kj.log_marginal_likelihood(
-        filt, kj.Gaussian(m0, P0), jnp.asarray(ys), parallel=parallel
-    )
+    return filt, kj.Gaussian(m0, P0)
+
+
+def _log_lik(model, ys, path):
+    """kalmanjax's log p(y_1:T) of a model given as NumPy arrays, on one path
+    (jitted: a parallel scan runs much faster compiled than op by op)."""
+
+    @jax.jit
+    def log_lik(model, ys):
+        filt, prior = _filter(model, path)
+        return kj.log_marginal_likelihood(filt, prior, ys, parallel=path[1])
+
+    return log_lik(tuple(jnp.asarray(a) for a in model), jnp.asarray(ys))
 
 
 def _reference_grad(model, ys, which, h=1e-6):
@@ -183,13 +192,10 @@ def _noise_free_model():
 def test_noise_free_observations_are_exact_on_every_path(path, x64):
     model, ys = _noise_free_model(), _ys()
     expect = joint.log_marginal_likelihood(*model, ys)
-    np.testing.assert_allclose(_log_lik(model, ys, path), expect, rtol=1e-10)
-    form, parallel, fast = path
-    m0, P0, F, Q, H, R = (jnp.asarray(a) for a in model)
-    filt = kj.kalman_filter(
-        kj.LinearDynamics(F, Q), kj.LinearObservation(H, R), form=form, fast=fast
+    out = jax.jit(lambda ys: kj.run(*_filter(model, path), ys, parallel=path[1]))(
+        jnp.asarray(ys)
     )
-    out = kj.run(filt, kj.Gaussian(m0, P0), jnp.asarray(ys), parallel=parallel)
+    np.testing.assert_allclose(jnp.sum(out.infos.log_likelihood), expect, rtol=1e-10)
     for t in (1, 6, 12):
         mean, _ = joint.filtered_marginal(*model, ys, t)
         np.testing.assert_allclose(out.states.mean[t - 1], mean, atol=1e-10)
@@ -210,7 +216,7 @@ def test_noise_free_observations_have_correct_gradients(path, x64):
             args[which] = a
             return _log_lik(args, ys, path)
 
-        got = jax.grad(loss)(jnp.asarray(model[which]))
+        got = jax.jit(jax.grad(loss))(jnp.asarray(model[which]))
         np.testing.assert_allclose(got, expect, rtol=1e-6, atol=1e-6)
 
 
@@ -237,7 +243,7 @@ def test_a_singular_q_has_correct_gradients(path, x64):
     model, ys = _singular_q_model(), _ys()
     expect = _reference_grad(model, ys, 3)
     loss = lambda Q: _log_lik((*model[:3], Q, *model[4:]), ys, path)
-    got = jax.grad(loss)(jnp.asarray(model[3]))
+    got = jax.jit(jax.grad(loss))(jnp.asarray(model[3]))
     np.testing.assert_allclose(got, expect, rtol=1e-6, atol=1e-6)
     assert abs(expect[1, 1]) > 1.0  # the zero variance's gradient is not trivial
 
@@ -247,7 +253,7 @@ def test_a_singular_prior_has_correct_gradients(path, x64):
     model, ys = _singular_p0_model(), _ys()
     expect = _reference_grad(model, ys, 1)
     loss = lambda P0: _log_lik((model[0], P0, *model[2:]), ys, path)
-    got = jax.grad(loss)(jnp.asarray(model[1]))
+    got = jax.jit(jax.grad(loss))(jnp.asarray(model[1]))
     np.testing.assert_allclose(got, expect, rtol=1e-6, atol=1e-6)
 
 
@@ -270,11 +276,40 @@ def test_square_root_gradients_through_a_singular_factor_are_nan_not_wrong(fast,
             args[which] = a
             return _log_lik(args, ys, path)
 
-        value, grad = jax.value_and_grad(loss)(jnp.asarray(model[which]))
+        value, grad = jax.jit(jax.value_and_grad(loss))(jnp.asarray(model[which]))
         np.testing.assert_allclose(
             value, joint.log_marginal_likelihood(*model, ys), rtol=1e-10
         )
         assert np.all(np.isnan(np.asarray(grad)))
+
+
+@pytest.mark.parametrize("m", [3, 12])
+def test_parallel_square_root_gradients_beyond_the_small_kernels(m, x64):
+    """d = 10 > 8 runs the LAPACK kernels. The early parallel elements' information
+    factors are rank-deficient (rank <= m, and 0 for the first), where the QR
+    derivative is NaN; the gradient of log p(y) must be finite and exact."""
+    n, rng = 10, np.random.default_rng(7)
+    F = 0.9 * np.eye(n) + 0.05 * rng.normal(size=(n, n))
+    model = (
+        np.zeros(n),
+        np.eye(n),
+        F,
+        0.1 * np.eye(n) + 0.02 * np.ones((n, n)),
+        rng.normal(size=(m, n)),
+        0.5 * np.eye(m),
+    )
+    ys = _ys(T=6, m=m, seed=8)
+
+    @jax.jit  # one compile for both gradients
+    def grads(F, Q):
+        loss = lambda F, Q: _log_lik((*model[:2], F, Q, *model[4:]), ys, path)
+        return jax.grad(loss, argnums=(0, 1))(F, Q)
+
+    path = ("sqrt", True, None)
+    got = grads(jnp.asarray(model[2]), jnp.asarray(model[3]))
+    for which, g in zip((2, 3), got, strict=True):
+        expect = _reference_grad(model, ys, which)
+        np.testing.assert_allclose(g, expect, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("path", PATHS, ids=str)
@@ -291,15 +326,18 @@ def test_a_deterministic_state_component_smooths_correctly(path, x64):
     )
     ys = _ys(T=8)
     m0, P0, F, Q, H, R = (jnp.asarray(a) for a in model)
-    out = kj.kalman_smoother(
-        kj.LinearDynamics(F, Q),
-        kj.LinearObservation(H, R),
-        kj.Gaussian(m0, P0),
-        jnp.asarray(ys),
-        form=form,
-        parallel=parallel,
-        fast=fast,
+    smoother = jax.jit(
+        lambda ys: kj.kalman_smoother(
+            kj.LinearDynamics(F, Q),
+            kj.LinearObservation(H, R),
+            kj.Gaussian(m0, P0),
+            ys,
+            form=form,
+            parallel=parallel,
+            fast=fast,
+        )
     )
+    out = smoother(jnp.asarray(ys))
     for t in range(1, 9):
         mean, cov = joint.smoothed_marginal(*model, ys, t)
         np.testing.assert_allclose(out.smoothed.mean[t - 1], mean, atol=1e-10)
@@ -332,6 +370,29 @@ def test_asymmetric_covariances_are_read_as_their_symmetric_part(path, x64):
     np.testing.assert_allclose(
         _log_lik(asym, ys, path), joint.log_marginal_likelihood(*sym, ys), rtol=1e-12
     )
+
+
+@pytest.mark.parametrize("path", PATHS, ids=str)
+def test_a_fixed_covariance_that_is_not_psd_is_nan_on_every_path(path, x64):
+    """Documented: a fixed Q, R or prior covariance with a negative eigenvalue
+    (beyond rounding) gives NaN in every form and path; before, the square-root
+    form projected it (differently per kernel) and the dense form used it."""
+    good = _singular_q_model()  # semi-definite Q: must stay exact
+    ys = _ys(T=6)
+    log_lik = jax.jit(lambda P0, Q, R: _log_lik((good[0], P0, F2, Q, H2, R), ys, path))
+    np.testing.assert_allclose(
+        log_lik(*(jnp.asarray(good[i]) for i in (1, 3, 5))),
+        joint.log_marginal_likelihood(*good, ys),
+        rtol=1e-10,
+    )
+    not_psd = {  # each has one negative eigenvalue; S stays definite for all
+        1: np.diag([1.0, -0.5]),
+        3: np.array([[1e-2, 0.0], [0.0, -1e-3]]),
+        5: np.array([[-0.1]]),
+    }
+    for which, bad in not_psd.items():
+        args = [jnp.asarray(bad if i == which else good[i]) for i in (1, 3, 5)]
+        assert np.isnan(log_lik(*args)), which
 
 
 # ------------------------------------------------------------ validation mode
@@ -374,6 +435,32 @@ def test_validate_names_the_bad_argument():
     for kwargs, message in cases:
         with pytest.raises(ValueError, match="kalmanjax.validate: " + message):
             kj.validate(**kwargs)
+
+
+def test_validate_finds_an_observation_function_singular_where_it_is_linearised(x64):
+    """A range reading ||x|| has no Jacobian at x = 0 (0 / 0). Started there, the
+    EKF is NaN from the first step (documented); validate names observation.fn."""
+    rng_obs = kj.NonlinearObservation(
+        fn=lambda x, u: jnp.sqrt(jnp.sum(x * x))[None], R=0.1 * jnp.eye(1)
+    )
+    dyn = kj.LinearDynamics(F=jnp.eye(2), Q=0.01 * jnp.eye(2))
+    ys = jnp.ones((4, 1))
+    at_zero = kj.Gaussian(jnp.zeros(2), jnp.eye(2))
+    out = kj.run(kj.extended_kalman_filter(dyn, rng_obs), at_zero, ys)
+    assert np.all(np.isnan(np.asarray(out.states.mean)))
+    with pytest.raises(ValueError, match="observation.fn at step 0 .* NaN or inf Jac"):
+        kj.validate(dynamics=dyn, observation=rng_obs, prior=at_zero, xs=ys)
+    # the same model started away from 0 is fine, and validates
+    away = at_zero._replace(mean=jnp.array([3.0, 4.0]))
+    np.testing.assert_allclose(  # the reference: the EKF's first update by hand
+        kj.run(kj.extended_kalman_filter(dyn, rng_obs), away, ys[:1]).states.mean[0],
+        np.array([3.0, 4.0]) + np.array([0.6, 0.8]) * 1.01 * (1.0 - 5.0) / 1.11,
+        rtol=1e-10,
+    )
+    assert kj.validate(dynamics=dyn, observation=rng_obs, prior=away, xs=ys) is None
+    sqrt_dyn = kj.NonlinearDynamics(fn=lambda x, u: jnp.sqrt(x), Q=0.01 * jnp.eye(2))
+    with pytest.raises(ValueError, match="dynamics.fn has a NaN or inf Jacobian at"):
+        kj.validate(dynamics=sqrt_dyn, prior=at_zero)
 
 
 def test_validate_checks_time_varying_models_and_tokens_per_step(x64):

@@ -4,10 +4,19 @@ Nothing here imports another layer. See :mod:`kalmanjax.core.beliefs` for what a
 new belief form provides.
 """
 
-from .beliefs import Belief, Gaussian, SqrtGaussian, to_dense, to_sqrt
+from .beliefs import (
+    Belief,
+    DiagonalGaussian,
+    Gaussian,
+    LowRankGaussian,
+    SqrtGaussian,
+    to_dense,
+    to_sqrt,
+)
 from .filter import AssociativeForm, Filter, FilterResult, UpdateInfo
 from .models import (
     CategoricalObservation,
+    DiagonalDynamics,
     LinearDynamics,
     LinearObservation,
     NonlinearDynamics,
@@ -20,11 +29,14 @@ __all__ = [
     "AssociativeForm",
     "Belief",
     "CategoricalObservation",
+    "DiagonalDynamics",
+    "DiagonalGaussian",
     "Filter",
     "FilterResult",
     "Gaussian",
     "LinearDynamics",
     "LinearObservation",
+    "LowRankGaussian",
     "NonlinearDynamics",
     "NonlinearObservation",
     "SqrtGaussian",

@@ -5,10 +5,13 @@ adaptation vector, :math:`k` or :math:`d`), ``obs`` (one observation), ``time``
 (a leading axis of stacked steps, length ``T``), ``param`` (a flat parameter
 vector), ``vocab`` (a token vocabulary) and ``batch``.
 
-Two forms exist: :class:`Gaussian` (mean and covariance) and :class:`SqrtGaussian`
-(mean and a lower-triangular factor :math:`L`, :math:`P = L L^\top`). Both are
-NamedTuples of arrays, so a belief, and a stack of beliefs with a leading
-``time`` axis, is a pytree that ``jit``, ``vmap`` and ``lax.scan`` accept.
+Four forms exist: :class:`Gaussian` (mean and covariance), :class:`SqrtGaussian`
+(mean and a lower-triangular factor :math:`L`, :math:`P = L L^\top`), and for
+states too large for a ``state x state`` matrix :class:`DiagonalGaussian` (mean
+and variances) and :class:`LowRankGaussian` (mean and a precision
+:math:`D + W W^\top`). All are NamedTuples of arrays, so a belief, and a stack
+of beliefs with a leading ``time`` axis, is a pytree that ``jit``, ``vmap`` and
+``lax.scan`` accept.
 
 **What a new belief form provides** (a diagonal or low-rank-plus-diagonal
 covariance, say). The drivers (:mod:`kalmanjax.drivers`) never look inside a
@@ -43,9 +46,17 @@ from typing import NamedTuple
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .linalg import GENERAL, symmetrize
+from .linalg import GENERAL, nan_unless_psd, symmetrize
 
-__all__ = ["Belief", "Gaussian", "SqrtGaussian", "to_dense", "to_sqrt"]
+__all__ = [
+    "Belief",
+    "DiagonalGaussian",
+    "Gaussian",
+    "LowRankGaussian",
+    "SqrtGaussian",
+    "to_dense",
+    "to_sqrt",
+]
 
 
 class Gaussian(NamedTuple):
@@ -78,26 +89,85 @@ class SqrtGaussian(NamedTuple):
         return self.chol @ jnp.swapaxes(self.chol, -1, -2)
 
 
-Belief = Gaussian | SqrtGaussian
+#: ``diag`` over the last axis (a stack of vectors gives a stack of matrices)
+_diag = jnp.vectorize(jnp.diag, signature="(n)->(n,n)")
+
+
+class DiagonalGaussian(NamedTuple):
+    r"""A Gaussian belief :math:`\mathcal N(m, \operatorname{diag}(v))`.
+
+    The belief of the diagonal (fully decoupled) filter: memory :math:`O(k)`.
+
+    Attributes:
+        mean: :math:`m`, shape ``(state,)``.
+        var: :math:`v`, the variances, shape ``(state,)``, non-negative.
+    """
+
+    mean: Float[Array, " state"]
+    var: Float[Array, " state"]
+
+    @property
+    def cov(self) -> Float[Array, "*batch state state"]:
+        r"""The dense covariance :math:`\operatorname{diag}(v)` (``state^2`` memory)."""
+        return _diag(self.var)
+
+
+class LowRankGaussian(NamedTuple):
+    r"""A Gaussian belief in precision form :math:`\mathcal N(m, (D + W W^\top)^{-1})`.
+
+    The belief of the low-rank filter (LoFi, Chang et al. 2023): a positive
+    diagonal :math:`D = \operatorname{diag}(u)` plus a rank-``r`` factor
+    :math:`W`, memory :math:`O(k r)`. Covariance products go through the Woodbury
+    identity, :math:`O(k r^2)`; no ``state x state`` matrix is formed.
+
+    Attributes:
+        mean: :math:`m`, shape ``(state,)``.
+        precision_diag: :math:`u`, shape ``(state,)``, positive.
+        precision_factor: :math:`W`, shape ``(state, rank)``.
+    """
+
+    mean: Float[Array, " state"]
+    precision_diag: Float[Array, " state"]
+    precision_factor: Float[Array, "state rank"]
+
+    @property
+    def precision(self) -> Float[Array, "*batch state state"]:
+        r"""The dense precision :math:`D + W W^\top` (``state^2`` memory)."""
+        W = self.precision_factor
+        return _diag(self.precision_diag) + W @ jnp.swapaxes(W, -1, -2)
+
+    @property
+    def cov(self) -> Float[Array, "*batch state state"]:
+        r"""The dense covariance :math:`(D + W W^\top)^{-1}` (``state^3`` time)."""
+        return symmetrize(jnp.linalg.inv(self.precision))
+
+
+Belief = Gaussian | SqrtGaussian | DiagonalGaussian | LowRankGaussian
 
 
 def to_sqrt(belief: Belief) -> SqrtGaussian:
     """Convert a belief to square-root form.
 
     The factor is the Cholesky factor of the covariance, or for a singular
-    covariance a lower-triangular factor from its eigendecomposition.
+    covariance a lower-triangular factor from its eigendecomposition; a
+    covariance that is not positive semi-definite gives an all-NaN factor (as
+    :func:`to_dense` gives an all-NaN covariance).
     """
     if isinstance(belief, SqrtGaussian):
         return belief
-    return SqrtGaussian(mean=belief.mean, chol=GENERAL.psd_cholesky(belief.cov))
+    cov = nan_unless_psd(belief.cov)
+    return SqrtGaussian(mean=belief.mean, chol=GENERAL.psd_cholesky(cov))
 
 
 def to_dense(belief: Belief) -> Gaussian:
     r"""Convert a belief to covariance form, read as :math:`(P + P^\top)/2`.
 
     Every form reads a covariance the same way: the square-root form's factor is
-    that of :math:`(P + P^\top)/2`, so the covariance form symmetrises too.
+    that of :math:`(P + P^\top)/2`, so the covariance form symmetrises too, and a
+    covariance that is not positive semi-definite (to rounding) is all NaN in
+    both (:func:`~kalmanjax.core.linalg.nan_unless_psd`). The structured forms
+    give their dense ``cov`` (``state^2`` memory).
     """
     if isinstance(belief, Gaussian):
-        return Gaussian(mean=belief.mean, cov=symmetrize(belief.cov))
+        return Gaussian(mean=belief.mean, cov=nan_unless_psd(symmetrize(belief.cov)))
     return Gaussian(mean=belief.mean, cov=belief.cov)

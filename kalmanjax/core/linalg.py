@@ -1,6 +1,6 @@
 r"""Linear algebra for the filters, in two interchangeable implementations.
 
-Both implementations expose the same seven operations, so the Kalman steps in
+Both implementations expose the same eight operations, so the Kalman steps in
 :mod:`kalmanjax.steps` are written once:
 
 * ``matmul(a, b)`` for matrix-matrix and matrix-vector products;
@@ -12,7 +12,9 @@ Both implementations expose the same seven operations, so the Kalman steps in
   singular (``Q = 0`` is common), exact where the Cholesky factor exists;
 * ``solve(a, b)``: :math:`A^{-1} B` for a general square :math:`A`;
 * ``tria(a)``: a lower-triangular :math:`L` with non-negative diagonal and
-  :math:`L L^\top = A A^\top` (``a`` may be wide), by a QR factorisation.
+  :math:`L L^\top = A A^\top` (``a`` may be wide), by a QR factorisation;
+* ``tria_basis(a)``: ``(L, B)``, ``tria``'s factor and the orthonormal rows
+  :math:`B` with :math:`A = L B` (a zero row where the pivot is zero).
 
 Derivatives of the factorisations. ``psd_cholesky`` is differentiated through
 the covariance it factors, with the Cholesky tangent
@@ -22,7 +24,11 @@ one, whose factor has no derivative in general (:math:`d\sqrt p / dp` is infinit
 at 0), never a plausible wrong number. :func:`factor_of_sum` factors
 :math:`C C^\top + A A^\top` and is differentiated through :math:`C C^\top` itself
 (the same tangent, of the sum), so a singular ``Q`` or ``R`` is differentiated
-exactly whenever the sum is definite.
+exactly whenever the sum is definite. :func:`gram_factor` is ``tria`` for a
+factor that is only used through :math:`L L^\top` (the parallel filter's
+element factors): its tangent :math:`dL = dA\, B^\top` satisfies
+:math:`dL\,L^\top + L\,dL^\top = d(AA^\top)` but is not triangular, and it
+exists for a rank-deficient :math:`A`, where the QR derivative is NaN.
 
 ``GENERAL`` uses XLA dots and LAPACK. ``SMALL`` uses only elementwise arithmetic
 and reductions, with the factorisations unrolled in Python: at a handful of state
@@ -47,6 +53,11 @@ from jaxtyping import Array
 #: State/observation dimensions up to which :data:`SMALL` is chosen automatically.
 SMALL_MAX_DIM = 8
 
+#: A covariance counts as positive semi-definite when its smallest eigenvalue is at
+#: least ``-PSD_TOLERANCE_EPS * eps * max |eigenvalue|`` (rounding); see
+#: :func:`is_psd` (the filters) and :func:`kalmanjax.validate`.
+PSD_TOLERANCE_EPS = 100
+
 
 class LinalgOps(NamedTuple):
     """A linear-algebra implementation (see the module docstring)."""
@@ -56,6 +67,7 @@ class LinalgOps(NamedTuple):
     solve_lower: Callable[[Array, Array], Array]
     solve_lower_t: Callable[[Array, Array], Array]
     tria: Callable[[Array], Array]
+    tria_basis: Callable[[Array], tuple[Array, Array]]
     psd_cholesky: Callable[[Array], Array]
     solve: Callable[[Array, Array], Array]
 
@@ -73,6 +85,40 @@ def symmetrize(a: Array) -> Array:
 def logdet_from_chol(chol: Array) -> Array:
     r"""Return :math:`\log\det(L L^\top) = 2 \sum_i \log L_{ii}`."""
     return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
+
+
+def is_psd(a: Array) -> Array:
+    r"""Whether the symmetric part of ``a`` is positive semi-definite, to rounding.
+
+    True when every entry is finite and the smallest eigenvalue of
+    :math:`(A + A^\top)/2` is at least ``-PSD_TOLERANCE_EPS`` :math:`\varepsilon
+    \max_i |w_i|`, the tolerance :func:`kalmanjax.validate` uses too (half
+    precision is checked in float32). A scalar boolean, not differentiated.
+    """
+    a = lax.stop_gradient(a)
+    if jnp.finfo(a.dtype).bits < 32:
+        a = a.astype(jnp.float32)
+    finite = jnp.all(jnp.isfinite(a))
+    w = jnp.linalg.eigvalsh(symmetrize(jnp.where(finite, a, 0.0)))
+    tol = PSD_TOLERANCE_EPS * jnp.finfo(a.dtype).eps * jnp.max(jnp.abs(w))
+    return finite & (jnp.min(w) >= -tol)
+
+
+def nan_unless_psd(a: Array) -> Array:
+    """``a`` if it is positive semi-definite (:func:`is_psd`), else all NaN.
+
+    How every form reads a fixed covariance (``Q``, ``R``, the prior's), so that a
+    matrix that is not PSD gives NaN on every path instead of a different
+    projection per path. A scalar or vector is read as variances (a diagonal
+    covariance): it must be finite and non-negative. Gradients pass through
+    unchanged.
+    """
+    if a.ndim < 2:
+        v = lax.stop_gradient(a)
+        ok = jnp.all(jnp.isfinite(v) & (v >= 0))
+    else:
+        ok = is_psd(a)
+    return jnp.where(ok, a, jnp.nan).astype(a.dtype)
 
 
 def skip_zero_pivots(chol: Array, b: Array) -> tuple[Array, Array]:
@@ -123,13 +169,26 @@ def _psd_differentiated_through_cov(psd_fn, solve_lower, matmul):
 # ---------------------------------------------------------------- general (LAPACK)
 
 
-def _tria_qr(a: Array) -> Array:
+def _pad_wide(a: Array) -> Array:
     n, k = a.shape
     if k < n:  # pad with zero columns so that the QR is of a tall matrix
         a = jnp.concatenate([a, jnp.zeros((n, n - k), a.dtype)], axis=1)
-    r = jnp.linalg.qr(mT(a), mode="r")
-    sign = jnp.where(jnp.diagonal(r) < 0, -1.0, 1.0).astype(a.dtype)
-    return mT(r) * sign[None, :]
+    return a
+
+
+def _sign_of_diagonal(r: Array) -> Array:
+    return jnp.where(jnp.diagonal(r) < 0, -1.0, 1.0).astype(r.dtype)
+
+
+def _tria_qr(a: Array) -> Array:
+    r = jnp.linalg.qr(mT(_pad_wide(a)), mode="r")
+    return mT(r) * _sign_of_diagonal(r)[None, :]
+
+
+def _tria_qr_basis(a: Array) -> tuple[Array, Array]:
+    q, r = jnp.linalg.qr(mT(_pad_wide(a)), mode="reduced")
+    sign = _sign_of_diagonal(r)
+    return mT(r) * sign[None, :], (mT(q) * sign[:, None])[:, : a.shape[1]]
 
 
 def _psd_cholesky_general(a: Array) -> Array:
@@ -144,7 +203,9 @@ def _psd_cholesky_general(a: Array) -> Array:
         tol = a.shape[-1] * jnp.finfo(a.dtype).eps * jnp.max(jnp.abs(w))
         return _tria_qr(v * jnp.sqrt(jnp.where(w > tol, w, 0.0))[None, :])
 
-    return lax.cond(jnp.all(jnp.isfinite(chol)), lambda _: chol, from_eigh, None)
+    # a non-finite input keeps Cholesky's NaN (eigh would hide it)
+    keep = jnp.all(jnp.isfinite(chol)) | ~jnp.all(jnp.isfinite(a))
+    return lax.cond(keep, lambda _: chol, from_eigh, None)
 
 
 def _solve_lower_general(chol: Array, b: Array) -> Array:
@@ -157,6 +218,7 @@ GENERAL = LinalgOps(
     solve_lower=_solve_lower_general,
     solve_lower_t=lambda chol, b: solve_triangular(chol, b, lower=True, trans="T"),
     tria=_tria_qr,
+    tria_basis=_tria_qr_basis,
     psd_cholesky=_psd_differentiated_through_cov(
         _psd_cholesky_general, _solve_lower_general, jnp.matmul
     ),
@@ -176,8 +238,8 @@ def _matmul_small(a: Array, b: Array) -> Array:
 def _cholesky_small(a: Array, psd: bool = False) -> Array:
     # Column-by-column Cholesky without pivoting, of (a + a^T) / 2 as LAPACK's path
     # reads it. With ``psd`` a non-positive pivot gives a zero column, which is
-    # exact for PSD input (the column below a zero pivot is zero); without it a
-    # non-positive pivot gives NaN, as LAPACK does.
+    # exact for PSD input (the column below a zero pivot is zero), and a NaN stays
+    # NaN; without it a non-positive pivot gives NaN, as LAPACK does.
     a = symmetrize(a)
     n = a.shape[0]
     rows = jnp.arange(n)
@@ -186,10 +248,10 @@ def _cholesky_small(a: Array, psd: bool = False) -> Array:
         v = a[:, j]
         for k in range(j):
             v = v - cols[k] * cols[k][j]
-        if psd:
+        if psd:  # (0 * v keeps a NaN input NaN)
             positive = v[j] > 0
             pivot = jnp.sqrt(jnp.where(positive, v[j], 1.0))
-            col = jnp.where((rows >= j) & positive, v / pivot, 0.0)
+            col = jnp.where(rows >= j, jnp.where(positive, v / pivot, 0.0 * v), 0.0)
         else:
             col = jnp.where(rows >= j, v / jnp.sqrt(v[j]), 0.0)
         cols.append(col.astype(a.dtype))
@@ -218,13 +280,13 @@ def _solve_lower_t_small(chol: Array, b: Array) -> Array:
     return jnp.stack(xs, axis=0)
 
 
-def _tria_mgs(a: Array) -> Array:
+def _tria_mgs_basis(a: Array) -> tuple[Array, Array]:
     # Modified Gram-Schmidt on the rows of a: row i of the result holds the
     # coordinates of a_i in the orthonormal basis built from a_1..a_i.
     n = a.shape[0]
     rows = jnp.arange(n)
     resid = a
-    cols = []
+    cols, basis = [], []
     for j in range(n):
         sq = jnp.sum(resid[j] * resid[j])
         positive = sq > 0
@@ -234,7 +296,12 @@ def _tria_mgs(a: Array) -> Array:
         coef = jnp.where(rows > j, coef, 0.0)
         resid = resid - coef[:, None] * q[None, :]
         cols.append(jnp.where(rows == j, norm, coef).astype(a.dtype))
-    return jnp.stack(cols, axis=1)
+        basis.append(q)
+    return jnp.stack(cols, axis=1), jnp.stack(basis, axis=0)
+
+
+def _tria_mgs(a: Array) -> Array:
+    return _tria_mgs_basis(a)[0]
 
 
 def _solve_small(a: Array, b: Array) -> Array:
@@ -264,6 +331,7 @@ SMALL = LinalgOps(
     solve_lower=_solve_lower_small,
     solve_lower_t=_solve_lower_t_small,
     tria=_tria_mgs,
+    tria_basis=_tria_mgs_basis,
     psd_cholesky=_psd_differentiated_through_cov(
         functools.partial(_cholesky_small, psd=True), _solve_lower_small, _matmul_small
     ),
@@ -292,6 +360,27 @@ def _factor_of_sum_jvp(ops, primals, tangents):
     out = factor_of_sum(ops, a, cov, chol)
     dsum = ops.matmul(da, mT(a)) + ops.matmul(a, mT(da)) + dcov
     return out, _chol_tangent(ops.solve_lower, ops.matmul, out, dsum)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def gram_factor(ops: LinalgOps, a: Array) -> Array:
+    r"""``ops.tria(a)``, differentiated for use only through :math:`L L^\top`.
+
+    ``a`` is ``(rows, k)``; the result ``(rows, rows)``. With :math:`A = L B`
+    (``ops.tria_basis``) the tangent is :math:`dL = dA\, B^\top`, which gives
+    :math:`d(L L^\top) = d(A A^\top)` exactly, also where ``a`` is
+    rank-deficient (the QR derivative divides by its zero pivots there), but is
+    not lower-triangular: use it only where the factor enters products whose
+    value depends on :math:`L L^\top` alone, never a triangular solve.
+    """
+    return ops.tria(a)
+
+
+@gram_factor.defjvp
+def _gram_factor_jvp(ops, primals, tangents):
+    (a,), (da,) = primals, tangents
+    factor, basis = ops.tria_basis(a)
+    return factor, ops.matmul(da, mT(basis))
 
 
 def choose_ops(fast: bool | None, *dims: int) -> LinalgOps:

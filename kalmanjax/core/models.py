@@ -30,12 +30,16 @@ a jitted function; build them once (or close over traced arrays, which is fine).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
+import jax.numpy as jnp
 from jaxtyping import Array, Float
+
+from .linalg import nan_unless_psd
 
 __all__ = [
     "CategoricalObservation",
+    "DiagonalDynamics",
     "LinearDynamics",
     "LinearObservation",
     "NonlinearDynamics",
@@ -70,6 +74,27 @@ class LinearObservation(NamedTuple):
     H: Float[Array, "obs state"]
     R: Float[Array, "obs obs"]
     d: Float[Array, " obs"] | None = None
+
+
+class DiagonalDynamics(NamedTuple):
+    r"""Elementwise dynamics :math:`x_t = f \odot x_{t-1} + b + w`.
+
+    :math:`w \sim N(0, \operatorname{diag}(q))`.
+
+    The dynamics of a large adaptation state (identity, a scalar or per-coordinate
+    decay, a scalar or diagonal drift), with no ``state x state`` array.
+
+    Attributes:
+        F: :math:`f`, shape ``()`` (the same for every coordinate) or ``(state,)``;
+            ``1`` is a static state. The low-rank filter needs it nonzero.
+        Q: :math:`q`, the process-noise variances, shape ``()`` or ``(state,)``,
+            non-negative.
+        b: optional offset, shape ``(state,)``.
+    """
+
+    F: Float[Array, "*state"]
+    Q: Float[Array, "*state"]
+    b: Float[Array, " state"] | None = None
 
 
 class NonlinearDynamics(NamedTuple):
@@ -150,3 +175,25 @@ def get_obs(inputs: Any) -> Any:
 def resolve(model: Any, inputs: Any) -> Any:
     """Return ``model(inputs)`` for a per-step model function, else ``model``."""
     return model(inputs) if callable(model) else model
+
+
+ModelT = TypeVar("ModelT")
+
+
+def with_checked_covariance(model: ModelT) -> ModelT:
+    """``model`` with its fixed covariance ``Q`` or ``R`` read as ``nan_unless_psd``.
+
+    A covariance that is not positive semi-definite (to rounding) becomes all NaN,
+    so every form and path returns NaN for it rather than its own projection. A
+    model given as a function of the inputs is returned unchanged: its covariances
+    are not checked per step (an eigendecomposition per step); check them with
+    :func:`kalmanjax.validate`.
+    """
+    if callable(model) or not hasattr(model, "_fields"):
+        return model
+    checked: Any = model
+    for name in ("Q", "R"):
+        value = getattr(checked, name, None)
+        if value is not None:
+            checked = checked._replace(**{name: nan_unless_psd(jnp.asarray(value))})
+    return checked

@@ -11,7 +11,13 @@ function of the inputs).
 What the filters do with such values without validation (documented behaviour):
 a NaN observation is missing data; a token id outside ``0..V-1`` is missing (it
 never updates a belief); NaN or inf in a model array or the prior propagates to
-NaN outputs; covariances are read as :math:`(A + A^\top)/2`.
+NaN outputs; covariances are read as :math:`(A + A^\top)/2`; a fixed ``Q``,
+``R`` or prior covariance that is not positive semi-definite (the tolerance of
+:data:`~kalmanjax.core.linalg.PSD_TOLERANCE_EPS`, the same here) is all NaN in
+every form and path, while one returned per step by a function of the inputs is
+not checked (the dense forms use it as given, the square-root form's factor of
+it is undefined); an extended filter whose observation function has a NaN
+Jacobian where it is linearised is NaN from that step on.
 """
 
 from __future__ import annotations
@@ -19,23 +25,23 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from .beliefs import Gaussian, SqrtGaussian
+from .beliefs import DiagonalGaussian, Gaussian, LowRankGaussian, SqrtGaussian
+from .linalg import PSD_TOLERANCE_EPS
 from .models import (
     CategoricalObservation,
+    DiagonalDynamics,
     LinearDynamics,
     LinearObservation,
+    NonlinearDynamics,
     NonlinearObservation,
     get_obs,
     resolve,
 )
 
 __all__ = ["validate"]
-
-#: a covariance's smallest eigenvalue may be this many ``eps * max |eigenvalue|``
-#: below zero (rounding) and still count as positive semi-definite.
-PSD_TOLERANCE_EPS = 100
 
 
 def _fail(name: str, problem: str, step: int | None) -> None:
@@ -85,13 +91,25 @@ def _per_step(model: Any, xs: Any) -> list[tuple[Any, int | None]]:
     ]
 
 
+def _variances(a: Any, name: str, step: int | None, positive: bool = False) -> None:
+    a = _finite(a, name, step)
+    bad = a <= 0 if positive else a < 0
+    if np.any(bad):
+        sign = "positive" if positive else "non-negative"
+        first = tuple(int(i) for i in np.argwhere(np.atleast_1d(bad))[0])
+        _fail(name, f"must be {sign} (first bad entry at index {first})", step)
+
+
 def _dynamics(dynamics: Any, xs: Any) -> None:
     for dyn, step in _per_step(dynamics, xs):
-        if isinstance(dyn, LinearDynamics):
+        if isinstance(dyn, (LinearDynamics, DiagonalDynamics)):
             _finite(dyn.F, "dynamics.F", step)
         if getattr(dyn, "b", None) is not None:
             _finite(dyn.b, "dynamics.b", step)
-        _psd(dyn.Q, "dynamics.Q", step)
+        if isinstance(dyn, DiagonalDynamics):
+            _variances(dyn.Q, "dynamics.Q", step)
+        else:
+            _psd(dyn.Q, "dynamics.Q", step)
 
 
 def _observation(observation: Any, xs: Any) -> None:
@@ -110,6 +128,45 @@ def _prior(prior: Any) -> None:
         _finite(prior.chol, "prior.chol", None)
     elif isinstance(prior, Gaussian):
         _psd(prior.cov, "prior.cov", None)
+    elif isinstance(prior, DiagonalGaussian):
+        _variances(prior.var, "prior.var", None)
+    elif isinstance(prior, LowRankGaussian):
+        _variances(prior.precision_diag, "prior.precision_diag", None, positive=True)
+        _finite(prior.precision_factor, "prior.precision_factor", None)
+
+
+def _differentiable_at(fn: Any, x: Any, inputs: Any, name: str, where: str) -> Any:
+    """``fn(x, inputs)``, after checking that it and its Jacobian are finite."""
+    step = None if inputs is None else 0
+    value = np.asarray(fn(x, inputs))
+    if not np.all(np.isfinite(value)):
+        _fail(name, f"is NaN or inf at {where}", step)
+    if not np.all(np.isfinite(np.asarray(jax.jacfwd(fn)(x, inputs)))):
+        _fail(
+            name,
+            f"has a NaN or inf Jacobian at {where}, where the extended filter "
+            "linearises it (without validation its outputs are NaN from there on)",
+            step,
+        )
+    return value
+
+
+def _first_linearisation(dynamics: Any, observation: Any, prior: Any, xs: Any):
+    """Where the extended filter first linearises: the prior and predicted means."""
+    first = None if xs is None else jax.tree_util.tree_map(lambda a: a[0], xs)
+    mean = jnp.asarray(prior.mean)
+    dyn = None if dynamics is None else resolve(dynamics, first)
+    if isinstance(dyn, NonlinearDynamics):
+        mean = jnp.asarray(
+            _differentiable_at(dyn.fn, mean, first, "dynamics.fn", "the prior mean")
+        )
+    elif isinstance(dyn, LinearDynamics):
+        mean = dyn.F @ mean + (0.0 if dyn.b is None else dyn.b)
+    elif isinstance(dyn, DiagonalDynamics):
+        mean = dyn.F * mean + (0.0 if dyn.b is None else dyn.b)
+    obs = None if observation is None else resolve(observation, first)
+    if isinstance(obs, (NonlinearObservation, CategoricalObservation)):
+        _differentiable_at(obs.fn, mean, first, "observation.fn", "the predicted mean")
 
 
 def _observations(observation: Any, xs: Any, vocab_size: int | None) -> None:
@@ -152,15 +209,20 @@ def validate(
     the prior covariance are symmetric positive semi-definite (to
     :data:`PSD_TOLERANCE_EPS` rounding), that observations hold no inf (NaN is
     missing data), and that token ids lie in ``0..vocab_size-1``. A model given as a
-    function of the inputs is evaluated and checked at every step of ``xs``. Call
-    it on concrete arrays, outside ``jit``; it returns ``None``.
+    function of the inputs is evaluated and checked at every step of ``xs``. With a
+    ``prior``, a nonlinear model's function and its Jacobian must be finite where
+    the extended filter first linearises it (the prior mean for the dynamics, the
+    first predicted mean for the observation). Call it on concrete arrays, outside
+    ``jit``; it returns ``None``.
 
     Args:
-        dynamics: a ``LinearDynamics`` / ``NonlinearDynamics`` or a function of the
-            inputs (then ``xs`` is needed).
+        dynamics: a ``LinearDynamics`` / ``DiagonalDynamics`` (variances ``Q >=
+            0``) / ``NonlinearDynamics`` or a function of the inputs (then ``xs``
+            is needed).
         observation: a ``LinearObservation`` / ``NonlinearObservation`` /
             ``CategoricalObservation`` or a function of the inputs.
-        prior: a ``Gaussian`` or ``SqrtGaussian``.
+        prior: a ``Gaussian``, ``SqrtGaussian``, ``DiagonalGaussian`` (variances
+            ``>= 0``) or ``LowRankGaussian`` (precision diagonal ``> 0``).
         xs: the per-step inputs, leading axis ``time`` (see :func:`kalmanjax.run`).
         vocab_size: :math:`V` for token streams (checks the ids in ``xs``).
 
@@ -183,5 +245,6 @@ def validate(
         _observation(observation, xs)
     if prior is not None:
         _prior(prior)
+        _first_linearisation(dynamics, observation, prior, xs)
     if xs is not None:
         _observations(observation, xs, vocab_size)

@@ -20,7 +20,12 @@ from ..core import checks
 from ..core.batching import batched, lapack_flops
 from ..core.beliefs import Gaussian, SqrtGaussian
 from ..core.linalg import GENERAL, LinalgOps, choose_ops
-from ..core.models import DynamicsLike, ObservationLike, resolve
+from ..core.models import (
+    DynamicsLike,
+    ObservationLike,
+    resolve,
+    with_checked_covariance,
+)
 from ..filters.kalman import kalman_filter
 from ..steps.associative import combine_kernels
 from ..steps.backward import BackwardKernel, backward_kernel, smooth_step
@@ -81,6 +86,7 @@ def rts_smoother(
     else:
         next_inputs = None
         checks.check_dynamics(dynamics, n, dtype, owner)
+        dynamics = with_checked_covariance(dynamics)  # as kalman_filter reads it
         if isinstance(filtered, SqrtGaussian):
             chol_q = GENERAL.psd_cholesky(dynamics.Q)
     ops = choose_ops(fast, n)

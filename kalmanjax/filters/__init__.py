@@ -4,13 +4,16 @@ from .diffuse import DiffuseBelief, collapse, diffuse_kalman_filter
 from .extended import extended_kalman_filter
 from .kalman import kalman_filter
 from .regression import regression_design, regression_filter
+from .structured import diagonal_filter, low_rank_filter
 
 __all__ = [
     "DiffuseBelief",
     "collapse",
+    "diagonal_filter",
     "diffuse_kalman_filter",
     "extended_kalman_filter",
     "kalman_filter",
+    "low_rank_filter",
     "regression_design",
     "regression_filter",
 ]

@@ -59,6 +59,7 @@ from ..core.models import (
     ObservationLike,
     get_obs,
     resolve,
+    with_checked_covariance,
 )
 from ..steps.linear import linear_predict, linear_update, observation_arrays
 
@@ -182,6 +183,8 @@ def diffuse_kalman_filter(
             )
     if isinstance(observation, LinearObservation):
         checks.check_square(observation.R, "observation.R", owner)
+    dynamics = with_checked_covariance(dynamics)  # as kalman_filter reads them
+    observation = with_checked_covariance(observation)
 
     def init(prior) -> DiffuseBelief:
         n, dtype = checks.check_belief(prior, f"{owner}.init")

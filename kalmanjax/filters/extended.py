@@ -22,6 +22,7 @@ from ..core.models import (
     NonlinearObservation,
     get_obs,
     resolve,
+    with_checked_covariance,
 )
 from ..steps.categorical import categorical_condition
 from ..steps.linear import FORMS, Form
@@ -93,6 +94,8 @@ def extended_kalman_filter(
         raise ValueError(f"{owner}: method must be one of {METHODS}, got {method!r}")
     checks.check_num_iter(num_iter, owner)
     sqrt = form == "sqrt"
+    dynamics = with_checked_covariance(dynamics)  # as kalman_filter reads them
+    observation = with_checked_covariance(observation)
 
     def init(prior):
         _, prior_dtype = checks.check_belief(prior, f"{owner}.init")

@@ -23,6 +23,7 @@ from ..core.models import (
     ObservationLike,
     get_obs,
     resolve,
+    with_checked_covariance,
 )
 from ..steps.associative import (
     FilterElement,
@@ -90,16 +91,20 @@ def kalman_filter(
         raise ValueError(f"kalman_filter: form must be one of {FORMS}, got {form!r}")
     owner = "kalman_filter"
     sqrt = form == "sqrt"
-    chol_q = None
     if isinstance(dynamics, LinearDynamics):
         n = checks.check_square(dynamics.F, "dynamics.F", owner)
         dtype = jnp.result_type(dynamics.F)
         checks.check_dynamics(dynamics, n, dtype, owner, ref="dynamics.F")
-        if sqrt:  # time-invariant Q: factor it once, outside the scan
+        if sqrt:
             checks.check_lapack_dtype(dtype, owner)
-            chol_q = GENERAL.psd_cholesky(dynamics.Q)
     if isinstance(observation, LinearObservation):
         checks.check_square(observation.R, "observation.R", owner)
+    # a fixed Q or R that is not PSD is NaN on every path (not a per-path projection)
+    dynamics = with_checked_covariance(dynamics)
+    observation = with_checked_covariance(observation)
+    chol_q = None
+    if sqrt and isinstance(dynamics, LinearDynamics):  # factored once, outside the scan
+        chol_q = GENERAL.psd_cholesky(dynamics.Q)
 
     def init(prior: Gaussian | SqrtGaussian) -> Gaussian | SqrtGaussian:
         _, prior_dtype = checks.check_belief(prior, "kalman_filter.init")

@@ -9,7 +9,10 @@ one prefix scan with span :math:`O(\log T)`. The square-root version carries
 Cholesky-type factors :math:`C = U U^\top`, :math:`J = Z Z^\top` and combines them with
 QR triangularisations only (after Yaghoobi et al. 2022; derived here with the
 Woodbury identity :math:`(I + C J)^{-1} = I - U (I + \Phi\Phi^\top)^{-1} \Phi Z^\top`,
-:math:`\Phi = U^\top Z`).
+:math:`\Phi = U^\top Z`). Every result depends on the factors only through
+:math:`U U^\top` and :math:`Z Z^\top`, so the combined factors are differentiated
+with :func:`~kalmanjax.core.linalg.gram_factor`, exact also for the rank-deficient
+:math:`Z` of the early elements (the QR derivative is NaN there).
 
 The log-likelihood, information gain and innovations are not carried through the
 scan: once the filtered marginals are known, every step's prediction is known, and
@@ -32,7 +35,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ..core.linalg import LinalgOps, mT, symmetrize
+from ..core.linalg import LinalgOps, gram_factor, mT, symmetrize
 from ..core.models import LinearObservation
 from .backward import BackwardKernel
 from .linear import observation_arrays
@@ -103,7 +106,7 @@ def filter_element(
     elif m <= n:  # V^T, padded square, is a factor of J: no QR (nor its derivative,
         J = jnp.concatenate([mT(V), jnp.zeros((n, n - m), dtype)], axis=1)  # singular)
     else:
-        J = ops.tria(mT(V))
+        J = gram_factor(ops, mT(V))
     return FilterElement(
         A=F - ops.matmul(K, HF), b=mean_pred + ops.matmul(K, e), C=C, eta=eta, J=J
     )
@@ -164,9 +167,9 @@ def combine_sqrt(
     return FilterElement(
         A=ops.matmul(A2, MA1),
         b=ops.matmul(A2, Mb) + b2,
-        C=ops.tria(jnp.concatenate([ops.matmul(A2, U1L), U2], axis=1)),
+        C=gram_factor(ops, jnp.concatenate([ops.matmul(A2, U1L), U2], axis=1)),
         eta=ops.matmul(mT(A1), Nw) + eta1,
-        J=ops.tria(jnp.concatenate([ops.matmul(mT(A1), Z2L), Z1], axis=1)),
+        J=gram_factor(ops, jnp.concatenate([ops.matmul(mT(A1), Z2L), Z1], axis=1)),
     )
 
 

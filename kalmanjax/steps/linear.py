@@ -211,18 +211,22 @@ def linear_update(
         HP = ops.matmul(H, P)
         innovation_cov = symmetrize(ops.matmul(HP, mT(H)) + R)
         chol_s = ops.cholesky(innovation_cov)
-        z = ops.solve_lower(chol_s, innovation)
-        W = ops.solve_lower(chol_s, HP)  # L_S^{-1} H P; K = W^T L_S^{-T}
+        # z = L_S^{-1} e and W = L_S^{-1} H P (K = W^T L_S^{-T}) in one solve
+        zW = ops.solve_lower(chol_s, jnp.concatenate([innovation[:, None], HP], 1))
+        z, W = zW[:, 0], zW[:, 1:]
         mean = belief.mean + ops.matmul(mT(W), z)
         if joseph:
             # (I - KH) P (I - KH)^T + K R K^T in O(obs state^2): with
             # AP = (I - KH) P = P - W^T W it is AP - (AP H^T - K R) K^T. The
             # correction is ~0 in exact arithmetic; computed, it removes the
             # rounding error of AP in the observed directions, where P - W^T W
-            # cancels (so the result stays positive semi-definite in float32)
+            # cancels (so the result stays positive semi-definite in float32).
+            # AP H^T - K R is one product, [AP, K] [H^T; -R]
             K = mT(ops.solve_lower_t(chol_s, W))
             AP = P - ops.matmul(mT(W), W)
-            correction = ops.matmul(AP, mT(H)) - ops.matmul(K, R)
+            correction = ops.matmul(
+                jnp.concatenate([AP, K], 1), jnp.concatenate([mT(H), -R], 0)
+            )
             cov = AP - ops.matmul(correction, mT(K))
         else:
             cov = P - ops.matmul(mT(W), W)

@@ -36,6 +36,14 @@ def _static(dtype):
     return kj.LinearDynamics(F=jnp.eye(3, dtype=dtype), Q=jnp.zeros((3, 3), dtype))
 
 
+def _drift(dtype):
+    return kj.DiagonalDynamics(F=jnp.asarray(0.99, dtype), Q=jnp.full(3, 1e-3, dtype))
+
+
+def _tanh_obs(dtype):
+    return kj.NonlinearObservation(fn=_tanh_h, R=jnp.full((1, 1), 0.1, dtype))
+
+
 def _regression_obs(dtype):
     return lambda u: kj.LinearObservation(
         H=u["x"][None, :], R=jnp.full((1, 1), 0.1, dtype)
@@ -132,6 +140,18 @@ FILTERS = [
     ("ekf_sqrt", _ekf("sqrt"), "regression", "belief"),
     ("iekf_joseph", _ekf("joseph", num_iter=3), "regression", "belief"),
     ("ekf_categorical_dense", _categorical("dense"), "tokens", "belief"),
+    (
+        "diagonal_filter",
+        lambda dtype: kj.diagonal_filter(_drift(dtype), _tanh_obs(dtype)),
+        "regression",
+        "belief",
+    ),
+    (
+        "low_rank_filter",
+        lambda dtype: kj.low_rank_filter(_drift(dtype), _tanh_obs(dtype), rank=2),
+        "regression",
+        "belief",
+    ),
     ("ekf_categorical_sqrt", _categorical("sqrt"), "tokens", "belief"),
     (
         "natural_gradient_filter",

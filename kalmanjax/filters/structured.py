@@ -1,0 +1,260 @@
+r"""Filters for large states: the diagonal and the low-rank (LoFi) extended filters.
+
+``diagonal_filter`` carries a :class:`~kalmanjax.DiagonalGaussian` (memory
+:math:`O(k)`), ``low_rank_filter`` a :class:`~kalmanjax.LowRankGaussian`
+(precision :math:`D + W W^\top`, memory :math:`O(k r)`); the steps are in
+:mod:`kalmanjax.steps.structured`. A nonlinear observation is linearised at the
+predicted mean with ``jax.jacrev`` (one vector-Jacobian product per output, so
+:math:`p` backward passes and a ``(obs, state)`` Jacobian, never
+``state x state``). Both run through :func:`kalmanjax.run` and
+:func:`kalmanjax.log_marginal_likelihood` like every filter, with missing data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from ..core import checks
+from ..core.beliefs import DiagonalGaussian, Gaussian, LowRankGaussian, SqrtGaussian
+from ..core.filter import Filter
+from ..core.models import (
+    DiagonalDynamics,
+    LinearDynamics,
+    LinearObservation,
+    NonlinearObservation,
+    get_obs,
+    resolve,
+    with_checked_covariance,
+)
+from ..steps.structured import (
+    diagonal_predict,
+    diagonal_update,
+    low_rank_predict,
+    low_rank_update,
+)
+
+__all__ = ["diagonal_filter", "low_rank_filter"]
+
+StructuredDynamics = DiagonalDynamics | LinearDynamics | Callable[[Any], Any]
+StructuredObservation = LinearObservation | NonlinearObservation | Callable[[Any], Any]
+
+
+def _check_dynamics(dyn, n: int, dtype, owner: str, general: bool) -> None:
+    if isinstance(dyn, LinearDynamics) and general:
+        checks.check_dynamics(dyn, n, dtype, owner)
+        return
+    if not isinstance(dyn, DiagonalDynamics):
+        allowed = (
+            "DiagonalDynamics or LinearDynamics" if general else "DiagonalDynamics"
+        )
+        raise TypeError(f"{owner}: dynamics must be a {allowed}, got {type(dyn)}")
+    for name, value in (("dynamics.F", dyn.F), ("dynamics.Q", dyn.Q)):
+        checks.check_dtype(value, name, dtype, owner)
+        if jnp.shape(value) not in ((), (n,)):
+            raise ValueError(
+                f"{owner}: {name} must have shape () or ({n},) (state,), got "
+                f"{jnp.shape(value)}"
+            )
+    if dyn.b is not None:
+        checks.check_array(dyn.b, "dynamics.b", (n,), dtype, "(state,)", owner)
+
+
+def _linear_observation(obs_model, mean, inputs, n: int, dtype, owner: str):
+    """The observation as a ``LinearObservation`` (linearised at ``mean``)."""
+    if isinstance(obs_model, LinearObservation):
+        checks.check_observation(obs_model, n, dtype, owner)
+        return obs_model
+    if not isinstance(obs_model, NonlinearObservation):
+        raise TypeError(
+            f"{owner}: observation must be a LinearObservation or a "
+            f"NonlinearObservation, got {type(obs_model)}"
+        )
+    m = checks.check_square(obs_model.R, "observation.R", owner)
+    fn = lambda x: obs_model.fn(x, inputs)
+    checks.check_fn_output(
+        jax.eval_shape(fn, mean), (m,), "observation.fn", "(obs,)", dtype, owner
+    )
+    predicted = fn(mean)
+    H = jax.jacrev(fn)(mean)  # obs vector-Jacobian products
+    return LinearObservation(H=H, R=obs_model.R, d=predicted - H @ mean)
+
+
+def _step(dynamics, observation, predict, update, check_belief, missing, owner):
+    def step(belief, inputs):
+        n, dtype = check_belief(belief, f"{owner}.step")
+        dyn = resolve(dynamics, inputs)
+        _check_dynamics(dyn, n, dtype, f"{owner}.step", predict is diagonal_predict)
+        predicted = predict(belief, dyn)
+        obs_model = _linear_observation(
+            resolve(observation, inputs), predicted.mean, inputs, n, dtype, owner
+        )
+        obs = get_obs(inputs)
+        checks.check_obs(obs, obs_model.H.shape[0], dtype, f"{owner}.step")
+        return update(predicted, obs, obs_model, missing)
+
+    return step
+
+
+def _prior_variances(prior, owner: str):
+    checks.check_mean(prior.mean, f"{owner}.init")
+    if isinstance(prior, DiagonalGaussian):
+        return prior.var
+    if isinstance(prior, SqrtGaussian):
+        return jnp.sum(prior.chol * prior.chol, axis=1)
+    if isinstance(prior, Gaussian):
+        return jnp.diagonal(prior.cov)
+    raise TypeError(
+        f"{owner}.init: prior must be a DiagonalGaussian, Gaussian or SqrtGaussian, "
+        f"got {type(prior)}"
+    )
+
+
+def diagonal_filter(
+    dynamics: StructuredDynamics,
+    observation: StructuredObservation,
+    *,
+    missing: bool = True,
+) -> Filter:
+    r"""The diagonal (fully decoupled) extended Kalman filter.
+
+    Each step predicts and updates as the dense filter would from a diagonal
+    covariance and keeps the diagonal of the result (see
+    :mod:`kalmanjax.steps.structured`): :math:`O(k p^2)` time and :math:`O(k p)`
+    memory per step for :math:`p` outputs.
+
+    Args:
+        dynamics: a ``DiagonalDynamics`` (elementwise decay and drift), a
+            ``LinearDynamics`` (its diagonal is propagated, :math:`O(k^2)`), or a
+            function of the inputs returning either.
+        observation: a ``LinearObservation`` or ``NonlinearObservation`` (linearised
+            at the predicted mean with ``jax.jacrev``), or a function of the inputs.
+        missing: NaN entries of the observations are not observed (default).
+
+    Returns:
+        A ``Filter`` whose state is a :class:`~kalmanjax.DiagonalGaussian`. Its
+        ``init`` takes a ``DiagonalGaussian``, or a ``Gaussian`` / ``SqrtGaussian``
+        read by its variances (its correlations are dropped).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import kalmanjax as kj
+        >>> dyn = kj.DiagonalDynamics(F=jnp.array(1.0), Q=jnp.array(1e-4))
+        >>> obs = kj.NonlinearObservation(
+        ...     fn=lambda x, u: jnp.tanh(u["x"] @ x)[None], R=0.1 * jnp.eye(1)
+        ... )
+        >>> prior = kj.DiagonalGaussian(mean=jnp.zeros(1000), var=jnp.ones(1000))
+        >>> xs = {"obs": jnp.ones((5, 1)), "x": jnp.ones((5, 1000)) / 30}
+        >>> kj.run(kj.diagonal_filter(dyn, obs), prior, xs).states.var.shape
+        (5, 1000)
+    """
+    owner = "diagonal_filter"
+    dynamics = with_checked_covariance(dynamics)  # as kalman_filter reads them
+    observation = with_checked_covariance(observation)
+
+    def init(prior) -> DiagonalGaussian:
+        return DiagonalGaussian(mean=prior.mean, var=_prior_variances(prior, owner))
+
+    def check(belief, where):
+        n, dtype = checks.check_mean(belief.mean, where)
+        checks.check_array(belief.var, "belief.var", (n,), dtype, "(state,)", where)
+        return n, dtype
+
+    step = _step(
+        dynamics, observation, diagonal_predict, diagonal_update, check, missing, owner
+    )
+    return Filter(init=init, step=step)
+
+
+def low_rank_filter(
+    dynamics: StructuredDynamics,
+    observation: StructuredObservation,
+    *,
+    rank: int,
+    missing: bool = True,
+) -> Filter:
+    r"""The low-rank extended Kalman filter (LoFi, Chang et al. 2023).
+
+    The belief's precision is :math:`D + W W^\top` with :math:`W` of shape
+    ``(state, rank)``. Each step predicts exactly (elementwise dynamics), adds the
+    observation's information as new columns and truncates back to ``rank``
+    columns, folding the diagonal of what is dropped into :math:`D` (see
+    :mod:`kalmanjax.steps.structured`): :math:`O(k (r + p)^2)` time and
+    :math:`O(k (r + p))` memory per step. With ``rank >= state`` it is the dense
+    extended filter.
+
+    Args:
+        dynamics: a ``DiagonalDynamics`` with nonzero ``F``, or a function of the
+            inputs returning one.
+        observation: a ``LinearObservation`` or ``NonlinearObservation`` (linearised
+            at the predicted mean with ``jax.jacrev``), or a function of the
+            inputs; ``R`` positive definite.
+        rank: the number of columns of :math:`W` kept (static, >= 1).
+        missing: NaN entries of the observations are not observed (default).
+
+    Returns:
+        A ``Filter`` whose state is a :class:`~kalmanjax.LowRankGaussian`. Its
+        ``init`` takes a ``LowRankGaussian`` with ``rank`` columns, or a
+        ``DiagonalGaussian`` / ``Gaussian`` / ``SqrtGaussian`` read by its
+        (positive) variances, with :math:`W = 0`.
+
+    Raises:
+        ValueError: on a ``rank`` that is not a positive integer.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import kalmanjax as kj
+        >>> dyn = kj.DiagonalDynamics(F=jnp.array(1.0), Q=jnp.array(1e-4))
+        >>> obs = kj.NonlinearObservation(
+        ...     fn=lambda x, u: jnp.tanh(u["x"] @ x)[None], R=0.1 * jnp.eye(1)
+        ... )
+        >>> prior = kj.DiagonalGaussian(mean=jnp.zeros(1000), var=jnp.ones(1000))
+        >>> xs = {"obs": jnp.ones((5, 1)), "x": jnp.ones((5, 1000)) / 30}
+        >>> out = kj.run(kj.low_rank_filter(dyn, obs, rank=4), prior, xs)
+        >>> out.final.precision_factor.shape
+        (1000, 4)
+    """
+    owner = "low_rank_filter"
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"{owner}: rank must be a positive int, got {rank!r}")
+    dynamics = with_checked_covariance(dynamics)  # as kalman_filter reads them
+    observation = with_checked_covariance(observation)
+
+    def init(prior) -> LowRankGaussian:
+        if isinstance(prior, LowRankGaussian):
+            check(prior, f"{owner}.init")
+            return prior
+        var = _prior_variances(prior, owner)
+        return LowRankGaussian(
+            mean=prior.mean,
+            precision_diag=1.0 / var,
+            precision_factor=jnp.zeros((var.shape[0], rank), var.dtype),
+        )
+
+    def check(belief, where):
+        n, dtype = checks.check_mean(belief.mean, where)
+        checks.check_array(
+            belief.precision_diag,
+            "belief.precision_diag",
+            (n,),
+            dtype,
+            "(state,)",
+            where,
+        )
+        checks.check_array(
+            belief.precision_factor,
+            "belief.precision_factor",
+            (n, rank),
+            dtype,
+            "(state, rank)",
+            where,
+        )
+        return n, dtype
+
+    step = _step(
+        dynamics, observation, low_rank_predict, low_rank_update, check, missing, owner
+    )
+    return Filter(init=init, step=step)
