@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from ..core import checks
 from ..core.beliefs import DiagonalGaussian, Gaussian, LowRankGaussian, SqrtGaussian
 from ..core.filter import Filter
+from ..core.linalg import nan_unless_psd
 from ..core.models import (
     DiagonalDynamics,
     LinearDynamics,
@@ -63,6 +64,19 @@ def _check_dynamics(dyn, n: int, dtype, owner: str, general: bool) -> None:
         checks.check_array(dyn.b, "dynamics.b", (n,), dtype, "(state,)", owner)
 
 
+def _checked_dynamics(dynamics):
+    """Fixed dynamics whose variances are not all >= 0 read as NaN.
+
+    As ``nan_unless_psd`` reads a covariance; a ``LinearDynamics``' ``Q`` is read
+    by its diagonal here, so only the diagonal is checked (an eigendecomposition
+    would cost ``state^3``).
+    """
+    if isinstance(dynamics, LinearDynamics):
+        bad = jnp.any(jnp.isnan(nan_unless_psd(jnp.diagonal(dynamics.Q))))
+        return dynamics._replace(Q=jnp.where(bad, jnp.nan, dynamics.Q))
+    return with_checked_covariance(dynamics)
+
+
 def _linear_observation(obs_model, mean, inputs, n: int, dtype, owner: str):
     """The observation as a ``LinearObservation`` (linearised at ``mean``)."""
     if isinstance(obs_model, LinearObservation):
@@ -101,12 +115,13 @@ def _step(dynamics, observation, predict, update, check_belief, missing, owner):
 
 def _prior_variances(prior, owner: str):
     checks.check_mean(prior.mean, f"{owner}.init")
+    # variances that are not >= 0 are NaN (as nan_unless_psd reads a covariance)
     if isinstance(prior, DiagonalGaussian):
-        return prior.var
+        return nan_unless_psd(prior.var)
     if isinstance(prior, SqrtGaussian):
         return jnp.sum(prior.chol * prior.chol, axis=1)
     if isinstance(prior, Gaussian):
-        return jnp.diagonal(prior.cov)
+        return nan_unless_psd(jnp.diagonal(prior.cov))
     raise TypeError(
         f"{owner}.init: prior must be a DiagonalGaussian, Gaussian or SqrtGaussian, "
         f"got {type(prior)}"
@@ -152,7 +167,7 @@ def diagonal_filter(
         (5, 1000)
     """
     owner = "diagonal_filter"
-    dynamics = with_checked_covariance(dynamics)  # as kalman_filter reads them
+    dynamics = _checked_dynamics(dynamics)
     observation = with_checked_covariance(observation)
 
     def init(prior) -> DiagonalGaussian:
@@ -220,7 +235,7 @@ def low_rank_filter(
     owner = "low_rank_filter"
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
         raise ValueError(f"{owner}: rank must be a positive int, got {rank!r}")
-    dynamics = with_checked_covariance(dynamics)  # as kalman_filter reads them
+    dynamics = _checked_dynamics(dynamics)
     observation = with_checked_covariance(observation)
 
     def init(prior) -> LowRankGaussian:

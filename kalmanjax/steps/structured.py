@@ -73,11 +73,11 @@ def _lower_solve(chol, b):
     return solve_triangular(chol, b, lower=True)
 
 
-def _info(chol_s, z, R, num_observed, innovation, innovation_cov):
+def _info(chol_s, z, chol_r, num_observed, innovation, innovation_cov):
     logdet_s = logdet_from_chol(chol_s)
     return UpdateInfo(
         log_likelihood=-0.5 * (jnp.sum(z * z) + logdet_s + num_observed * LOG_2PI),
-        information_gain=0.5 * (logdet_s - logdet_from_chol(jnp.linalg.cholesky(R))),
+        information_gain=0.5 * (logdet_s - logdet_from_chol(chol_r)),
         innovation=innovation,
         innovation_cov=innovation_cov,
     )
@@ -124,7 +124,8 @@ def diagonal_update(
     # the exact posterior variances are >= 0; rounding below 0 is clamped there
     var = jnp.maximum(belief.var - jnp.sum(W * W, axis=0), 0.0)
     new = DiagonalGaussian(mean=belief.mean + mT(W) @ z, var=var)
-    return new, _info(chol_s, z, R, num_observed, innovation, innovation_cov)
+    chol_r = jnp.linalg.cholesky(R)
+    return new, _info(chol_s, z, chol_r, num_observed, innovation, innovation_cov)
 
 
 # ----------------------------------------------------------------------- low rank
@@ -207,4 +208,4 @@ def low_rank_update(
     wide = jnp.concatenate([W, mT(_lower_solve(chol_r, H))], axis=1)
     factor, fold = truncate_factor(wide, rank)
     new = LowRankGaussian(mean=mean, precision_diag=u + fold, precision_factor=factor)
-    return new, _info(chol_s, z, R, num_observed, innovation, innovation_cov)
+    return new, _info(chol_s, z, chol_r, num_observed, innovation, innovation_cov)

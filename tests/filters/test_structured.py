@@ -338,3 +338,26 @@ def test_validate_checks_the_structured_forms():
         kj.validate(prior=prior)
     good = kj.DiagonalGaussian(jnp.zeros(3), jnp.ones(3))
     assert kj.validate(dynamics=dyn._replace(Q=jnp.array(0.1)), prior=good) is None
+
+
+@pytest.mark.parametrize("which", ["diagonal", "low_rank"])
+def test_negative_variances_are_nan_as_in_the_dense_forms(which, x64):
+    """As a fixed non-PSD covariance is NaN in kalman_filter, a negative variance
+    in Q or in the prior is NaN here (and a valid one is finite)."""
+    obs = kj.LinearObservation(H=jnp.ones((1, 3)), R=jnp.eye(1))
+    ys = jnp.ones((4, 1))
+
+    def log_lik(q, var):
+        dyn = kj.DiagonalDynamics(F=jnp.array(0.9), Q=q)
+        filt = (
+            kj.diagonal_filter(dyn, obs)
+            if which == "diagonal"
+            else kj.low_rank_filter(dyn, obs, rank=2)
+        )
+        prior = kj.DiagonalGaussian(jnp.zeros(3), var)
+        return float(kj.log_marginal_likelihood(filt, prior, ys))
+
+    good_q, good_var = jnp.array([0.1, 0.0, 0.2]), jnp.ones(3)
+    assert np.isfinite(log_lik(good_q, good_var))
+    assert np.isnan(log_lik(good_q.at[1].set(-0.1), good_var))
+    assert np.isnan(log_lik(good_q, good_var.at[2].set(-1.0)))
