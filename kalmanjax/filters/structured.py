@@ -4,10 +4,12 @@ r"""Filters for large states: the diagonal and the low-rank (LoFi) extended filt
 :math:`O(k)`), ``low_rank_filter`` a :class:`~kalmanjax.LowRankGaussian`
 (precision :math:`D + W W^\top`, memory :math:`O(k r)`); the steps are in
 :mod:`kalmanjax.steps.structured`. A nonlinear observation is linearised at the
-predicted mean with ``jax.jacrev`` (one vector-Jacobian product per output, so
+predicted mean by reverse mode (one vector-Jacobian product per output, so
 :math:`p` backward passes and a ``(obs, state)`` Jacobian, never
-``state x state``). Both run through :func:`kalmanjax.run` and
-:func:`kalmanjax.log_marginal_likelihood` like every filter, with missing data.
+``state x state``); a ``CategoricalObservation`` (next tokens) is conditioned on
+in information form, exactly or with the observed-token Fisher (``fisher``). Both
+run through :func:`kalmanjax.run` and :func:`kalmanjax.log_marginal_likelihood`
+like every filter, with missing data.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ..core.beliefs import DiagonalGaussian, Gaussian, LowRankGaussian, SqrtGaus
 from ..core.filter import Filter
 from ..core.linalg import nan_unless_psd
 from ..core.models import (
+    CategoricalObservation,
     DiagonalDynamics,
     LinearDynamics,
     LinearObservation,
@@ -32,8 +35,12 @@ from ..core.models import (
     with_checked_covariance,
 )
 from ..steps.structured import (
+    FISHERS,
+    diagonal_categorical_update,
     diagonal_predict,
     diagonal_update,
+    jacobian_by_vjps,
+    low_rank_categorical_update,
     low_rank_predict,
     low_rank_update,
 )
@@ -41,7 +48,12 @@ from ..steps.structured import (
 __all__ = ["diagonal_filter", "low_rank_filter"]
 
 StructuredDynamics = DiagonalDynamics | LinearDynamics | Callable[[Any], Any]
-StructuredObservation = LinearObservation | NonlinearObservation | Callable[[Any], Any]
+StructuredObservation = (
+    LinearObservation
+    | NonlinearObservation
+    | CategoricalObservation
+    | Callable[[Any], Any]
+)
 
 
 def _check_dynamics(dyn, n: int, dtype, owner: str, general: bool) -> None:
@@ -84,33 +96,45 @@ def _linear_observation(obs_model, mean, inputs, n: int, dtype, owner: str):
         return obs_model
     if not isinstance(obs_model, NonlinearObservation):
         raise TypeError(
-            f"{owner}: observation must be a LinearObservation or a "
-            f"NonlinearObservation, got {type(obs_model)}"
+            f"{owner}: observation must be a LinearObservation, NonlinearObservation "
+            f"or CategoricalObservation, got {type(obs_model)}"
         )
     m = checks.check_square(obs_model.R, "observation.R", owner)
     fn = lambda x: obs_model.fn(x, inputs)
     checks.check_fn_output(
         jax.eval_shape(fn, mean), (m,), "observation.fn", "(obs,)", dtype, owner
     )
-    predicted = fn(mean)
-    H = jax.jacrev(fn)(mean)  # obs vector-Jacobian products
+    predicted, H = jacobian_by_vjps(fn, mean)
     return LinearObservation(H=H, R=obs_model.R, d=predicted - H @ mean)
 
 
-def _step(dynamics, observation, predict, update, check_belief, missing, owner):
+def _step(dynamics, observation, steps, check_belief, missing, fisher, owner):
+    predict, update, categorical_update = steps
+
     def step(belief, inputs):
         n, dtype = check_belief(belief, f"{owner}.step")
         dyn = resolve(dynamics, inputs)
         _check_dynamics(dyn, n, dtype, f"{owner}.step", predict is diagonal_predict)
         predicted = predict(belief, dyn)
-        obs_model = _linear_observation(
-            resolve(observation, inputs), predicted.mean, inputs, n, dtype, owner
-        )
         obs = get_obs(inputs)
+        model = resolve(observation, inputs)
+        if isinstance(model, CategoricalObservation):
+            checks.check_token(obs, f"{owner}.step")
+            logits = jax.eval_shape(model.fn, predicted.mean, inputs)
+            checks.check_fn_output(
+                logits, None, "observation.fn", "(vocab,)", dtype, f"{owner}.step"
+            )
+            return categorical_update(predicted, obs, model, inputs, fisher)
+        obs_model = _linear_observation(model, predicted.mean, inputs, n, dtype, owner)
         checks.check_obs(obs, obs_model.H.shape[0], dtype, f"{owner}.step")
         return update(predicted, obs, obs_model, missing)
 
     return step
+
+
+def _check_fisher(fisher, owner: str) -> None:
+    if fisher not in FISHERS:
+        raise ValueError(f"{owner}: fisher must be one of {FISHERS}, got {fisher!r}")
 
 
 def _prior_variances(prior, owner: str):
@@ -133,6 +157,7 @@ def diagonal_filter(
     observation: StructuredObservation,
     *,
     missing: bool = True,
+    fisher: str = "exact",
 ) -> Filter:
     r"""The diagonal (fully decoupled) extended Kalman filter.
 
@@ -146,8 +171,16 @@ def diagonal_filter(
             ``LinearDynamics`` (its diagonal is propagated, :math:`O(k^2)`), or a
             function of the inputs returning either.
         observation: a ``LinearObservation`` or ``NonlinearObservation`` (linearised
-            at the predicted mean with ``jax.jacrev``), or a function of the inputs.
+            at the predicted mean by one reverse pass per output), a
+            ``CategoricalObservation`` (the observation is a token id), or a
+            function of the inputs returning one.
         missing: NaN entries of the observations are not observed (default).
+        fisher: for a ``CategoricalObservation``, ``"exact"`` (the moment-matched
+            update, :math:`V` reverse passes and :math:`O(k V^2)` per token) or
+            ``"observed"`` (the observed-token Fisher :math:`s s^\top`,
+            :math:`s = \nabla \log p_y`: one reverse pass, independent of
+            :math:`V` beyond the forward pass; its log-likelihood is the plug-in
+            :math:`\log p_y`). See :mod:`kalmanjax.steps.structured`.
 
     Returns:
         A ``Filter`` whose state is a :class:`~kalmanjax.DiagonalGaussian`. Its
@@ -167,6 +200,7 @@ def diagonal_filter(
         (5, 1000)
     """
     owner = "diagonal_filter"
+    _check_fisher(fisher, owner)
     dynamics = _checked_dynamics(dynamics)
     observation = with_checked_covariance(observation)
 
@@ -178,9 +212,8 @@ def diagonal_filter(
         checks.check_array(belief.var, "belief.var", (n,), dtype, "(state,)", where)
         return n, dtype
 
-    step = _step(
-        dynamics, observation, diagonal_predict, diagonal_update, check, missing, owner
-    )
+    steps = (diagonal_predict, diagonal_update, diagonal_categorical_update)
+    step = _step(dynamics, observation, steps, check, missing, fisher, owner)
     return Filter(init=init, step=step)
 
 
@@ -190,6 +223,7 @@ def low_rank_filter(
     *,
     rank: int,
     missing: bool = True,
+    fisher: str = "exact",
 ) -> Filter:
     r"""The low-rank extended Kalman filter (LoFi, Chang et al. 2023).
 
@@ -204,11 +238,14 @@ def low_rank_filter(
     Args:
         dynamics: a ``DiagonalDynamics`` with nonzero ``F``, or a function of the
             inputs returning one.
-        observation: a ``LinearObservation`` or ``NonlinearObservation`` (linearised
-            at the predicted mean with ``jax.jacrev``), or a function of the
-            inputs; ``R`` positive definite.
+        observation: a ``LinearObservation`` or ``NonlinearObservation``
+            (linearised at the predicted mean by one reverse pass per output; ``R``
+            positive definite), a ``CategoricalObservation`` (the observation is a
+            token id), or a function of the inputs returning one.
         rank: the number of columns of :math:`W` kept (static, >= 1).
         missing: NaN entries of the observations are not observed (default).
+        fisher: for a ``CategoricalObservation``, ``"exact"`` or ``"observed"``
+            (see :func:`diagonal_filter`).
 
     Returns:
         A ``Filter`` whose state is a :class:`~kalmanjax.LowRankGaussian`. Its
@@ -235,6 +272,7 @@ def low_rank_filter(
     owner = "low_rank_filter"
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
         raise ValueError(f"{owner}: rank must be a positive int, got {rank!r}")
+    _check_fisher(fisher, owner)
     dynamics = _checked_dynamics(dynamics)
     observation = with_checked_covariance(observation)
 
@@ -269,7 +307,6 @@ def low_rank_filter(
         )
         return n, dtype
 
-    step = _step(
-        dynamics, observation, low_rank_predict, low_rank_update, check, missing, owner
-    )
+    steps = (low_rank_predict, low_rank_update, low_rank_categorical_update)
+    step = _step(dynamics, observation, steps, check, missing, fisher, owner)
     return Filter(init=init, step=step)

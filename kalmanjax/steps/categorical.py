@@ -52,14 +52,30 @@ from ..core.models import CategoricalObservation
 from .linear import LOG_2PI
 from .linearize import Method, iterate_linearization, linearize, linearized_prediction
 
-__all__ = ["categorical_condition", "categorical_update"]
+__all__ = [
+    "categorical_condition",
+    "categorical_update",
+    "inverse_noise",
+    "noise_precision",
+]
 
 
-def _inverse_noise(p: Float[Array, " vocab"], jitter: Float[Array, ""]):
-    """``apply(v) = R^{-1} v`` and ``log det R`` for ``R = diag(p) - p p^T + eps I``."""
+def noise_precision(p: Float[Array, " vocab"], jitter: Float[Array, ""]):
+    r"""``(a, u, c)`` with :math:`R^{-1} = \operatorname{diag}(a) + u u^\top / c`.
+
+    For :math:`R = \operatorname{diag}(p) - p p^\top + \epsilon I` (Sherman-Morrison;
+    both terms are positive semi-definite, so ``[diag(sqrt(a)), u / sqrt(c)]`` is a
+    factor of :math:`R^{-1}`).
+    """
     a = 1.0 / (p + jitter)
     u = p * a
     c = jitter * jnp.sum(u)  # = 1 - p^T D^{-1} p (sum p = 1), without cancellation
+    return a, u, c
+
+
+def inverse_noise(p: Float[Array, " vocab"], jitter: Float[Array, ""]):
+    """``apply(v) = R^{-1} v`` and ``log det R`` for ``R = diag(p) - p p^T + eps I``."""
+    a, u, c = noise_precision(p, jitter)
 
     def apply(v):
         if v.ndim == 1:
@@ -76,7 +92,7 @@ def _condition_at(predicted, token, model, point, inputs, method):
     jp = p[:, None] * (jz - (p @ jz)[None, :])  # (diag p - p p^T) dz/dtheta
     mean_obs = linearized_prediction(p, jp, point, predicted.mean)
     innovation = jax.nn.one_hot(token, p.shape[0], dtype=dtype) - mean_obs
-    r_inv, logdet_r = _inverse_noise(p, jnp.asarray(model.jitter, dtype))
+    r_inv, logdet_r = inverse_noise(p, jnp.asarray(model.jitter, dtype))
     r_inv_h = r_inv(jp)
     M = mT(jp) @ r_inv_h
     g = mT(r_inv_h) @ innovation

@@ -40,6 +40,19 @@ posterior precision keeps its exact diagonal (LoFi's choice); the truncation
 drops only the discarded off-diagonal precision. With ``rank >= state`` nothing
 is dropped and the filter equals the dense one.
 
+**Categorical observations** (a token :math:`y`, logits :math:`z(\theta)`, see
+:mod:`kalmanjax.steps.categorical`) add their information as columns too: with
+``fisher="exact"`` the moment-matched :math:`J_p^\top R^{-1} J_p` (``V + 1``
+columns from :math:`R^{-1} = \operatorname{diag}(a) + u u^\top / c`, ``V`` reverse
+passes, :math:`O(k V^2)`), the same update as the dense forms'; with
+``fisher="observed"`` the observed-token Fisher :math:`s s^\top`,
+:math:`s = \nabla_\theta \log p_y`, one column from one reverse pass, whose cost
+does not grow with ``V`` beyond the forward pass (an approximation: the expected
+Fisher :math:`J_z^\top (\operatorname{diag} p - p p^\top) J_z` replaced by its
+one-sample estimate at the observed token). In both the mean moves by
+:math:`(\Lambda^- + H^\top R^{-1} H)^{-1} s'` with :math:`s' = H^\top R^{-1} e`,
+which is :math:`s` when :math:`R` has no jitter.
+
 Missing data (NaN entries of ``y``) are dropped exactly as in
 :mod:`kalmanjax.steps.linear` (:func:`~kalmanjax.steps.linear.observation_arrays`):
 a missing dimension adds no information. ``R`` must be positive definite here
@@ -57,12 +70,22 @@ from jax.scipy.linalg import solve_triangular
 from ..core.beliefs import DiagonalGaussian, LowRankGaussian
 from ..core.filter import UpdateInfo
 from ..core.linalg import logdet_from_chol, mT, symmetrize
-from ..core.models import DiagonalDynamics, LinearDynamics, LinearObservation
+from ..core.models import (
+    CategoricalObservation,
+    DiagonalDynamics,
+    LinearDynamics,
+    LinearObservation,
+)
+from .categorical import noise_precision
 from .linear import LOG_2PI, observation_arrays, zeros_if_none
 
 __all__ = [
+    "FISHERS",
+    "diagonal_categorical_update",
     "diagonal_predict",
     "diagonal_update",
+    "jacobian_by_vjps",
+    "low_rank_categorical_update",
     "low_rank_predict",
     "low_rank_update",
     "truncate_factor",
@@ -131,6 +154,36 @@ def diagonal_update(
 # ----------------------------------------------------------------------- low rank
 
 
+def jacobian_by_vjps(fn, x):
+    """``(fn(x), d fn / dx)``: one forward pass and one reverse pass per output.
+
+    The Jacobian has shape ``(outputs, state)``: for a large state and few
+    outputs it costs ``outputs`` backward passes and never a ``state x state``
+    intermediate.
+    """
+    value, vjp = jax.vjp(fn, x)
+    (jac,) = jax.vmap(vjp)(jnp.eye(value.shape[0], dtype=value.dtype))
+    return value, jac
+
+
+def _woodbury(u, W):
+    r"""``(apply, logdet)`` of a precision :math:`D + W W^\top` (Woodbury).
+
+    ``apply(x)`` is :math:`(D + W W^\top)^{-1} x` and ``logdet`` is
+    :math:`\log\det(I + W^\top D^{-1} W)`, in :math:`O(\text{state}\, r^2)`.
+    """
+    A = W / u[:, None]
+    chol_c = jnp.linalg.cholesky(
+        symmetrize(jnp.eye(W.shape[1], dtype=W.dtype) + mT(W) @ A)
+    )
+
+    def apply(x):
+        scaled = x / (u if x.ndim == 1 else u[:, None])
+        return scaled - A @ jax.scipy.linalg.cho_solve((chol_c, True), mT(A) @ x)
+
+    return apply, logdet_from_chol(chol_c)
+
+
 def low_rank_predict(belief: LowRankGaussian, dyn: DiagonalDynamics) -> LowRankGaussian:
     r"""The exact predict of a low-rank precision through elementwise dynamics."""
     n, dtype = belief.mean.shape[0], belief.mean.dtype
@@ -194,11 +247,7 @@ def low_rank_update(
     u, W = belief.precision_diag, belief.precision_factor
     rank = W.shape[1]
     innovation = y - H @ belief.mean - d
-    # P^- X = X / u - A C^{-1} A^T X with A = W / u, C = I + W^T A (Woodbury)
-    A = W / u[:, None]
-    chol_c = jnp.linalg.cholesky(symmetrize(jnp.eye(rank, dtype=dtype) + mT(W) @ A))
-    AtHt = mT(A) @ mT(H)
-    PHt = mT(H) / u[:, None] - A @ jax.scipy.linalg.cho_solve((chol_c, True), AtHt)
+    PHt = _woodbury(u, W)[0](mT(H))  # P^- H^T
     innovation_cov = symmetrize(H @ PHt + R)
     chol_s = jnp.linalg.cholesky(innovation_cov)
     z = _lower_solve(chol_s, innovation)
@@ -209,3 +258,124 @@ def low_rank_update(
     factor, fold = truncate_factor(wide, rank)
     new = LowRankGaussian(mean=mean, precision_diag=u + fold, precision_factor=factor)
     return new, _info(chol_s, z, chol_r, num_observed, innovation, innovation_cov)
+
+
+# -------------------------------------------------------------------- categorical
+
+#: How the categorical update measures the information of a token.
+FISHERS = ("exact", "observed")
+
+
+def _token_information(belief, token, model, inputs, fisher):
+    r"""``(columns, score, log p_y, moments)`` of one token at the predicted mean.
+
+    ``columns`` (``(state, c)``) factor the information :math:`H^\top R^{-1} H`
+    the update adds: with ``fisher="exact"`` the moment-matched one,
+    :math:`J_p^\top R^{-1} J_p` (:math:`J_p = (\operatorname{diag} p - p p^\top)
+    \partial z/\partial\theta`, one reverse pass per token of the vocabulary,
+    ``c = vocab + 1``); with ``"observed"`` the observed-token Fisher
+    :math:`s s^\top`, :math:`s = \partial \log p_y / \partial\theta` (one reverse
+    pass, ``c = 1``, cost independent of the vocabulary beyond the forward pass).
+    ``score`` is :math:`H^\top R^{-1} e`, the vector the mean update multiplies by
+    the posterior covariance (:math:`s` itself for ``"observed"``).
+    """
+    dtype = belief.mean.dtype
+    fn = lambda x: model.fn(x, inputs)
+    if fisher == "observed":
+        logits, vjp = jax.vjp(fn, belief.mean)
+        p = jax.nn.softmax(logits)
+        score = vjp(jax.nn.one_hot(token, p.shape[0], dtype=dtype) - p)[0]
+        return score[:, None], score, jax.nn.log_softmax(logits)[token], None
+    logits, jz = jacobian_by_vjps(fn, belief.mean)
+    p = jax.nn.softmax(logits)
+    jp = p[:, None] * (jz - (p @ jz)[None, :])  # (vocab, state)
+    e = jax.nn.one_hot(token, p.shape[0], dtype=dtype) - p
+    a, u, c = noise_precision(p, jnp.asarray(model.jitter, dtype))
+    columns = jnp.concatenate(
+        [mT(jp) * jnp.sqrt(a)[None, :], (mT(jp) @ u)[:, None] / jnp.sqrt(c)], axis=1
+    )
+    r_inv_e = a * e + u * (u @ e) / c
+    logdet_r = jnp.sum(jnp.log(p + model.jitter)) + jnp.log(c)
+    moments = (e @ r_inv_e, logdet_r, p.shape[0])
+    return columns, mT(jp) @ r_inv_e, jax.nn.log_softmax(logits)[token], moments
+
+
+def _categorical_info(quad, logdet_b, log_p, moments, dtype):
+    """The step's infos: the moment-matched Gaussian's (exact) or ``log p_y``."""
+    if moments is None:  # the observed-token Fisher: the plug-in log-probability
+        log_likelihood = log_p
+    else:
+        e_r_e, logdet_r, vocab = moments
+        log_likelihood = -0.5 * (e_r_e - quad + logdet_r + logdet_b + vocab * LOG_2PI)
+    return UpdateInfo(
+        log_likelihood=jnp.asarray(log_likelihood, dtype),
+        information_gain=0.5 * logdet_b,
+        innovation=None,
+        innovation_cov=None,
+    )
+
+
+def _unless_missing(token, vocab, new, old):
+    observed = (token >= 0) & (token < vocab)
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(observed, a, b), new, old)
+
+
+def low_rank_categorical_update(
+    belief: LowRankGaussian, token, model: CategoricalObservation, inputs, fisher: str
+) -> tuple[LowRankGaussian, UpdateInfo]:
+    r"""Condition a low-rank precision belief on one token, then truncate.
+
+    The information of the token (:func:`_token_information`) is added as new
+    columns, the mean moves by :math:`(\Lambda^- + H^\top R^{-1} H)^{-1} g`
+    (Woodbury, before truncation) and the factor is truncated as in
+    :func:`low_rank_update`. With ``fisher="exact"`` this is the moment-matched
+    update of :mod:`kalmanjax.steps.categorical` (the same infos); with
+    ``"observed"`` the log-likelihood reported is the plug-in
+    :math:`\log p_y` at the predicted mean. A token id outside ``0..V-1`` is
+    missing (the belief is unchanged, the infos zero).
+    """
+    u, W = belief.precision_diag, belief.precision_factor
+    columns, score, log_p, moments = _token_information(
+        belief, token, model, inputs, fisher
+    )
+    wide = jnp.concatenate([W, columns], axis=1)
+    solve, logdet_post = _woodbury(u, wide)
+    step = solve(score)
+    logdet_b = logdet_post - _woodbury(u, W)[1]  # log det(I + P^- H^T R^-1 H)
+    factor, fold = truncate_factor(wide, W.shape[1])
+    new = LowRankGaussian(belief.mean + step, u + fold, factor)
+    info = _categorical_info(score @ step, logdet_b, log_p, moments, u.dtype)
+    zero = jax.tree_util.tree_map(jnp.zeros_like, info)
+    vocab = jax.eval_shape(model.fn, belief.mean, inputs).shape[0]
+    return _unless_missing(token, vocab, (new, info), (belief, zero))
+
+
+def diagonal_categorical_update(
+    belief: DiagonalGaussian, token, model: CategoricalObservation, inputs, fisher: str
+) -> tuple[DiagonalGaussian, UpdateInfo]:
+    r"""Condition a diagonal belief on one token and keep the diagonal.
+
+    The posterior is :math:`(\operatorname{diag}(v)^{-1} + H^\top R^{-1} H)^{-1}`
+    (Woodbury in the ``c`` information columns, :math:`O(\text{state}\, c^2)`),
+    its mean moved by it times :math:`g`, then its diagonal is kept. Infos and
+    missing tokens as in :func:`low_rank_categorical_update`.
+    """
+    v = belief.var
+    columns, score, log_p, moments = _token_information(
+        belief, token, model, inputs, fisher
+    )
+    # (V^-1 + C C^T)^{-1} = V - V C (I + C^T V C)^{-1} C^T V, V = diag(v)
+    VC = v[:, None] * columns
+    chol_b = jnp.linalg.cholesky(
+        symmetrize(jnp.eye(columns.shape[1], dtype=v.dtype) + mT(columns) @ VC)
+    )
+    X = _lower_solve(chol_b, mT(VC))  # (c, state): the posterior is V - X^T X
+    step = v * score - mT(X) @ (X @ score)
+    var = jnp.maximum(v - jnp.sum(X * X, axis=0), 0.0)
+    new = DiagonalGaussian(belief.mean + step, var)
+    info = _categorical_info(
+        score @ step, logdet_from_chol(chol_b), log_p, moments, v.dtype
+    )
+    zero = jax.tree_util.tree_map(jnp.zeros_like, info)
+    vocab = jax.eval_shape(model.fn, belief.mean, inputs).shape[0]
+    return _unless_missing(token, vocab, (new, info), (belief, zero))

@@ -152,6 +152,22 @@ FILTERS = [
         "regression",
         "belief",
     ),
+    (
+        "low_rank_categorical",
+        lambda dtype: kj.low_rank_filter(
+            _drift(dtype), kj.CategoricalObservation(fn=_logits), rank=2
+        ),
+        "tokens",
+        "belief",
+    ),
+    (
+        "diagonal_categorical_observed_fisher",
+        lambda dtype: kj.diagonal_filter(
+            _drift(dtype), kj.CategoricalObservation(fn=_logits), fisher="observed"
+        ),
+        "tokens",
+        "belief",
+    ),
     ("ekf_categorical_sqrt", _categorical("sqrt"), "tokens", "belief"),
     (
         "natural_gradient_filter",
