@@ -13,9 +13,9 @@ import pytest
 
 import kalmanjax as kj
 from tests._helpers import assert_psd
+from tests.reference import numpy_categorical as cat_ref
 from tests.reference import numpy_ekf
 from tests.reference import numpy_kalman as ref
-from tests.steps import test_categorical as cat_ref
 
 
 def _elementwise_model(rng, k, p):
@@ -370,7 +370,7 @@ def test_negative_variances_are_nan_as_in_the_dense_forms(which, x64):
 def _categorical_case(rng, form, fisher):
     """One token on a k = 3 state with V = 7 nonlinear logits, from a prior of
     either structured form; returns the step, its prior and the NumPy problem."""
-    prob = cat_ref._problem(rng)
+    prob = cat_ref.problem(rng)
     W, c = jnp.asarray(prob["W"]), jnp.asarray(prob["c"])
     obs = kj.CategoricalObservation(
         fn=lambda th, u: W @ th + 0.3 * jnp.tanh(W @ th) + c, jitter=1e-3
@@ -420,9 +420,9 @@ def test_observed_token_fisher_is_a_rank_one_update(form, x64):
     filt, prior, prob, P = _categorical_case(rng, form, "observed")
     token = 4
     m, W, c = prob["m"], prob["W"], prob["c"]
-    z = cat_ref._logits_np(m, W, c)
+    z = cat_ref.logits(m, W, c)
     p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
-    s = cat_ref._dz_np(m, W).T @ (np.eye(len(p))[token] - p)
+    s = cat_ref.dz(m, W).T @ (np.eye(len(p))[token] - p)
     post_cov = np.linalg.inv(np.linalg.inv(P) + np.outer(s, s))
     post, info = jax.jit(filt.step)(prior, jnp.asarray(token))
     np.testing.assert_allclose(post.mean, m + post_cov @ s, rtol=1e-9, atol=1e-10)
@@ -442,7 +442,7 @@ def test_observed_fisher_against_the_exact_update_on_a_token_stream(x64):
     observed-token Fisher's filtered means stay within a small distance of the
     exact update's (both low-rank with rank = state, so only the Fisher differs)."""
     rng = np.random.default_rng(10)
-    prob = cat_ref._problem(rng)
+    prob = cat_ref.problem(rng)
     W, c = jnp.asarray(prob["W"]), jnp.asarray(prob["c"])
     obs = kj.CategoricalObservation(fn=lambda th, u: W @ th + c, jitter=1e-6)
     theta = rng.normal(size=3)

@@ -8,44 +8,9 @@ import numpy as np
 import pytest
 
 import kalmanjax as kj
+from tests.reference import numpy_categorical as cat_ref
 
-V, K = 7, 3
-
-
-def _problem(rng):
-    W = rng.standard_normal((V, K))
-    c = rng.standard_normal(V)
-    A = rng.standard_normal((K, K))
-    return dict(W=W, c=c, m=rng.standard_normal(K), P=A @ A.T / K + 0.3 * np.eye(K))
-
-
-def _logits_np(theta, W, c):
-    return W @ theta + 0.3 * np.tanh(W @ theta) + c
-
-
-def _dz_np(theta, W):
-    return W + 0.3 * (1 - np.tanh(W @ theta) ** 2)[:, None] * W
-
-
-def dense_reference(m, P, token, W, c, jitter):
-    """The moment-matched Gaussian update with S formed and inverted (NumPy)."""
-    z = _logits_np(m, W, c)
-    p = np.exp(z - z.max())
-    p /= p.sum()
-    H = (np.diag(p) - np.outer(p, p)) @ _dz_np(m, W)
-    R = np.diag(p) - np.outer(p, p) + jitter * np.eye(len(p))
-    e = np.eye(len(p))[token] - p
-    S = H @ P @ H.T + R
-    K_gain = np.linalg.solve(S, H @ P).T
-    mean = m + K_gain @ e
-    cov = P - K_gain @ S @ K_gain.T
-    ll = -0.5 * (
-        len(p) * math.log(2 * math.pi)
-        + np.linalg.slogdet(S)[1]
-        + e @ np.linalg.solve(S, e)
-    )
-    gain = 0.5 * (np.linalg.slogdet(S)[1] - np.linalg.slogdet(R)[1])
-    return mean, cov, ll, gain, e
+V, K = cat_ref.V, cat_ref.K
 
 
 def _obs(prob, dtype=jnp.float64, jitter=1e-3):
@@ -58,9 +23,9 @@ def _obs(prob, dtype=jnp.float64, jitter=1e-3):
 @pytest.mark.parametrize("form", ["dense", "sqrt"])
 @pytest.mark.parametrize("jitter", [1e-3, 1e-6])
 def test_matches_dense_computation(form, jitter, x64, rng):
-    prob = _problem(rng)
+    prob = cat_ref.problem(rng)
     for token in (0, 4):
-        mean, cov, ll, gain, e = dense_reference(
+        mean, cov, ll, gain, e = cat_ref.dense_reference(
             prob["m"], prob["P"], token, prob["W"], prob["c"], jitter
         )
         belief = kj.Gaussian(jnp.asarray(prob["m"]), jnp.asarray(prob["P"]))
@@ -78,7 +43,7 @@ def test_matches_dense_computation(form, jitter, x64, rng):
 
 
 def test_missing_token_leaves_the_belief_unchanged(x64, rng):
-    prob = _problem(rng)
+    prob = cat_ref.problem(rng)
     belief = kj.Gaussian(jnp.asarray(prob["m"]), jnp.asarray(prob["P"]))
     post, info = kj.categorical_update(belief, jnp.array(-1), _obs(prob))
     np.testing.assert_array_equal(post.mean, belief.mean)
@@ -87,7 +52,7 @@ def test_missing_token_leaves_the_belief_unchanged(x64, rng):
 
 
 def test_filter_over_a_token_stream_matches_dense_steps(x64, rng):
-    prob = _problem(rng)
+    prob = cat_ref.problem(rng)
     tokens = np.array([1, 3, -1, 3, 0, 6, 2])
     filt = kj.extended_kalman_filter(
         kj.LinearDynamics(F=jnp.eye(K), Q=jnp.zeros((K, K))), _obs(prob), form="sqrt"
@@ -97,7 +62,7 @@ def test_filter_over_a_token_stream_matches_dense_steps(x64, rng):
     m, P = prob["m"], prob["P"]
     for t, token in enumerate(tokens):
         if token >= 0:
-            m, P, *_ = dense_reference(m, P, token, prob["W"], prob["c"], 1e-3)
+            m, P, *_ = cat_ref.dense_reference(m, P, token, prob["W"], prob["c"], 1e-3)
         np.testing.assert_allclose(out.states.mean[t], m, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(out.states.cov[t], P, rtol=1e-8, atol=1e-12)
 
@@ -124,7 +89,7 @@ def test_no_vocab_by_vocab_intermediate():
 
 
 def test_float32_and_bad_token(rng):
-    prob = _problem(rng)
+    prob = cat_ref.problem(rng)
     belief = kj.Gaussian(jnp.asarray(prob["m"], jnp.float32), jnp.eye(K))
     post, _ = kj.categorical_update(belief, jnp.array(2), _obs(prob, jnp.float32))
     assert post.mean.dtype == jnp.float32 and post.cov.dtype == jnp.float32
