@@ -14,7 +14,7 @@ message names the extra to install.
 Examples:
     >>> from kalmanjax.experiments import EXPERIMENTS
     >>> "collapse" in EXPERIMENTS, len(EXPERIMENTS)
-    (True, 10)
+    (True, 11)
     >>> EXPERIMENTS.describe("contraction")
     'Contraction rates, regime by regime (theory.md, item 4).'
     >>> EXPERIMENTS.module_name("limits")
@@ -211,6 +211,11 @@ EXPERIMENTS = Registry(
         "transformer_finetune": ExperimentSpec(
             "transformer_finetune",
             "Filtering vs fine-tuning an adaptation state of the trained transformer.",
+            ("flax", "optax"),
+        ),
+        "whole_network": ExperimentSpec(
+            "whole_network",
+            "Filtering every weight vs a small adapter vs fine-tuning, under a shift.",
             ("flax", "optax"),
         ),
     }

@@ -162,6 +162,12 @@ def draw(config: ICLConfig, seed: int, num: int, weight_mean=None):
     return _draw(config, jax.random.key(seed), num, weight_mean)
 
 
+def checkpoints(total: int) -> np.ndarray:
+    """Prompt counts to evaluate at: the powers of two up to ``total``, and it."""
+    c = 2 ** np.arange(int(np.log2(total)) + 1)
+    return np.unique(np.append(c, total))
+
+
 def tokens_to_reach(errors: np.ndarray, tokens: np.ndarray, target: float) -> float:
     """The first token count at which ``errors <= target`` (NaN: never)."""
     hit = np.nonzero(errors <= target)[0]

@@ -89,11 +89,6 @@ def _optimizers(s, s2, n):
     }
 
 
-def _checkpoints(total: int) -> np.ndarray:
-    c = 2 ** np.arange(int(np.log2(total)) + 1)
-    return np.unique(np.append(c, total))
-
-
 def _gap_closed(err, frozen, bayes):
     """Fraction of the frozen-to-Bayes error gap closed (1 = Bayes, 0 = frozen)."""
     return (frozen - err) / (frozen - bayes)
@@ -108,13 +103,13 @@ def _across_prompts(s, config, predict, s2, mu, seed) -> dict[str, Any]:
     bayes = float(T.bayes_error(config, hx, hy, mu).mean())
 
     means, trace = T.ekf_over_observations(predict, k, s2, noise, y, x, y)
-    steps = _checkpoints(s["num_stream"])
+    steps = T.checkpoints(s["num_stream"])
     curves = {"ekf": T.heldout_errors(predict, means[steps - 1], hx, hy).mean(1)}
     tokens = {"ekf": steps * n}
     for name, (transform, lrs, labels) in _optimizers(s, s2, n).items():
         for passes in s["passes"]:
             paths = T.finetune_paths(predict, k, transform, lrs, x, y, passes)
-            pts = _checkpoints(passes * s["num_stream"])
+            pts = T.checkpoints(passes * s["num_stream"])
             for path, label in zip(paths, labels, strict=True):
                 key = f"{name}/{label}/x{passes}"
                 curves[key] = T.heldout_errors(predict, path[pts - 1], hx, hy).mean(1)

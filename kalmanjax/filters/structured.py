@@ -14,6 +14,7 @@ like every filter, with missing data.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -237,7 +238,10 @@ def low_rank_filter(
 
     Args:
         dynamics: a ``DiagonalDynamics`` with nonzero ``F``, or a function of the
-            inputs returning one.
+            inputs returning one. (A general ``F`` is not offered: the predicted
+            precision :math:`(F \Lambda^{-1} F^\top + Q)^{-1}` needs
+            :math:`F^{-1}`, ``state^3``; ``diagonal_filter`` takes a
+            ``LinearDynamics``.)
         observation: a ``LinearObservation`` or ``NonlinearObservation``
             (linearised at the predicted mean by one reverse pass per output; ``R``
             positive definite), a ``CategoricalObservation`` (the observation is a
@@ -307,6 +311,8 @@ def low_rank_filter(
         )
         return n, dtype
 
-    steps = (low_rank_predict, low_rank_update, low_rank_categorical_update)
+    # the predicted factor stays implicit: the update reads it without forming it
+    predict = functools.partial(low_rank_predict, implicit=True)
+    steps = (predict, low_rank_update, low_rank_categorical_update)
     step = _step(dynamics, observation, steps, check, missing, fisher, owner)
     return Filter(init=init, step=step)

@@ -2,12 +2,19 @@ r"""Networks whose adaptation state kalmanjax filters (needs ``flax``).
 
 * :class:`Transformer`: a small decoder-only causal transformer (Flax NNX);
 * :class:`ResidualShift`, :class:`LowRankAdapter`: where a low-dimensional
-  :math:`\theta` enters it;
+  :math:`\theta` enters it; :class:`WeightAdapter`: :math:`\theta` as an offset
+  of all its parameters (or those of chosen modules), one flat vector;
 * :func:`observation_fn`: the adapted network as a pure ``fn(theta, inputs)``, for
   :func:`kalmanjax.linearize` and :func:`kalmanjax.extended_kalman_filter`.
 """
 
-from .adapters import Adapter, AdapterBasis, LowRankAdapter, ResidualShift
+from .adapters import (
+    Adapter,
+    AdapterBasis,
+    LowRankAdapter,
+    ResidualShift,
+    WeightAdapter,
+)
 from .observation import observation_fn
 from .transformer import Transformer
 
@@ -17,5 +24,6 @@ __all__ = [
     "LowRankAdapter",
     "ResidualShift",
     "Transformer",
+    "WeightAdapter",
     "observation_fn",
 ]

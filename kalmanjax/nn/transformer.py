@@ -16,7 +16,9 @@ these sites:
 * ``"head"``: the normalised residual stream entering the head projection;
 * ``"block{i}.attn"`` / ``"block{i}.mlp"``: the output projections of block
   ``i``'s attention and MLP;
-* ``"head.proj"``: the head projection itself.
+* ``"head.proj"``: the head projection itself;
+* ``"weights"`` (:class:`~kalmanjax.nn.WeightAdapter`): the parameters
+  themselves, offset by :math:`\theta`.
 
 Without an adapter (or with ``theta = 0``) the base model is computed exactly.
 """
@@ -31,7 +33,7 @@ from flax import nnx
 from jax import lax
 from jaxtyping import Array, Float
 
-from .adapters import Adapter
+from .adapters import Adapter, WeightAdapter
 
 __all__ = ["Transformer"]
 
@@ -216,6 +218,8 @@ class Transformer(nnx.Module):
         self._check(inputs)
         if adapter is not None:
             adapter.check(theta, self)
+        if isinstance(adapter, WeightAdapter):
+            return adapter.adapted(self, theta)._forward(inputs, None, None)
         T = inputs.shape[0]
         h = self.embed(inputs) + self.position[...][:T]
         streams = []

@@ -40,6 +40,14 @@ posterior precision keeps its exact diagonal (LoFi's choice); the truncation
 drops only the discarded off-diagonal precision. With ``rank >= state`` nothing
 is dropped and the filter equals the dense one.
 
+Memory: inside a filter step the predicted factor stays an
+:class:`ImplicitFactor` (:math:`\operatorname{diag}(s) W B` with the new columns
+appended, never formed), read through ``r x r`` blocks, ``state``-vectors and
+weighted Gram matrices summed over row blocks (:func:`weighted_gram`); the only
+``(state, r)`` array a step writes is its output, so its temporary memory is
+:math:`O(k (p + 1))` beside the belief (``benchmarks/bench_structured.py``,
+section ``network``).
+
 **Categorical observations** (a token :math:`y`, logits :math:`z(\theta)`, see
 :mod:`kalmanjax.steps.categorical`) add their information as columns too: with
 ``fisher="exact"`` the moment-matched :math:`J_p^\top R^{-1} J_p` (``V + 1``
@@ -62,10 +70,12 @@ a missing dimension adds no information. ``R`` must be positive definite here
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
+from jaxtyping import Array
 
 from ..core.beliefs import DiagonalGaussian, LowRankGaussian
 from ..core.filter import UpdateInfo
@@ -81,14 +91,18 @@ from .linear import LOG_2PI, observation_arrays, zeros_if_none
 
 __all__ = [
     "FISHERS",
+    "GRAM_BLOCK",
+    "ImplicitFactor",
     "diagonal_categorical_update",
     "diagonal_predict",
     "diagonal_update",
     "jacobian_by_vjps",
+    "leading_subspace",
     "low_rank_categorical_update",
     "low_rank_predict",
     "low_rank_update",
     "truncate_factor",
+    "weighted_gram",
 ]
 
 
@@ -166,39 +180,195 @@ def jacobian_by_vjps(fn, x):
     return value, jac
 
 
-def _woodbury(u, W):
-    r"""``(apply, logdet)`` of a precision :math:`D + W W^\top` (Woodbury).
+#: rows per block of :func:`weighted_gram` (its only ``(block, r)`` temporary)
+GRAM_BLOCK = 8192
 
-    ``apply(x)`` is :math:`(D + W W^\top)^{-1} x` and ``logdet`` is
-    :math:`\log\det(I + W^\top D^{-1} W)`, in :math:`O(\text{state}\, r^2)`.
+
+def weighted_gram(W, a):
+    r"""The weighted Gram :math:`W^\top \operatorname{diag}(a) W`, ``(r, r)``.
+
+    ``W`` is ``(state, r)`` and ``a`` ``(state,)``.
+
+    Summed over blocks of :data:`GRAM_BLOCK` rows, so that no ``(state, r)``
+    temporary (the scaled ``W``) is formed; :math:`O(\text{state}\, r^2)`.
     """
-    A = W / u[:, None]
+    k, r = W.shape
+
+    def block(Wb, ab):
+        return mT(Wb * ab[:, None]) @ Wb
+
+    blocks = k // GRAM_BLOCK
+    if blocks <= 1:
+        return block(W, a)
+
+    def body(i, acc):
+        start = i * GRAM_BLOCK
+        Wb = jax.lax.dynamic_slice_in_dim(W, start, GRAM_BLOCK)
+        return acc + block(Wb, jax.lax.dynamic_slice_in_dim(a, start, GRAM_BLOCK))
+
+    gram = jax.lax.fori_loop(0, blocks, body, jnp.zeros((r, r), W.dtype))
+    tail = blocks * GRAM_BLOCK
+    return gram if tail == k else gram + block(W[tail:], a[tail:])
+
+
+def _scale_rows(s, X):
+    return s * X if X.ndim == 1 else s[:, None] * X
+
+
+class ImplicitFactor(NamedTuple):
+    r"""The factor :math:`[\operatorname{diag}(s)\, W B,\ E]`, never formed.
+
+    The predict rotates and rescales a belief's factor (``B``, ``s``) and the
+    update appends the observation's information columns (``E``); keeping the
+    product implicit lets the update read it through ``r x r`` blocks,
+    ``state``-vectors and ``(state, columns)`` products only, so a filter step
+    holds no ``(state, r)`` temporary beside its input and output. ``dense()``
+    forms it.
+
+    Attributes:
+        W: ``(state, r)``.
+        B: ``(r, r)``.
+        s: ``(state,)``.
+        E: ``(state, c)`` appended columns, or ``None``.
+    """
+
+    W: Array
+    B: Array
+    s: Array
+    E: Array | None = None
+
+    @classmethod
+    def of(cls, W) -> ImplicitFactor:
+        """A formed factor ``W`` (``B = I``, ``s = 1``)."""
+        if isinstance(W, ImplicitFactor):
+            return W
+        k, r = W.shape
+        return cls(W, jnp.eye(r, dtype=W.dtype), jnp.ones((k,), W.dtype))
+
+    @property
+    def width(self) -> int:
+        """The number of columns, ``r + c``."""
+        return self.B.shape[1] + (0 if self.E is None else self.E.shape[1])
+
+    def extended(self, E) -> ImplicitFactor:
+        """This factor with the columns ``E`` (``(state, c)``) appended."""
+        if self.E is not None:
+            E = jnp.concatenate([self.E, E], axis=1)
+        return self._replace(E=E)
+
+    def times(self, z):
+        """The factor times ``z`` (``(width,)`` or ``(width, m)``)."""
+        r = self.B.shape[1]
+        out = _scale_rows(self.s, self.W @ (self.B @ z[:r]))
+        return out if self.E is None else out + self.E @ z[r:]
+
+    def t_times(self, X):
+        """The factor's transpose times ``X`` (``(state,)`` or ``(state, m)``)."""
+        out = mT(self.B) @ (mT(self.W) @ _scale_rows(self.s, X))
+        if self.E is None:
+            return out
+        return jnp.concatenate([out, mT(self.E) @ X], axis=0)
+
+    def gram(self, a):
+        r"""The weighted Gram :math:`F^\top \operatorname{diag}(a) F` of this factor."""
+        top = mT(self.B) @ weighted_gram(self.W, a * self.s * self.s) @ self.B
+        if self.E is None:
+            return top
+        cross = self.t_times(_scale_rows(a, self.E))[: self.B.shape[1]]
+        bottom = mT(self.E) @ _scale_rows(a, self.E)
+        return jnp.block([[top, cross], [mT(cross), bottom]])
+
+    def dense(self):
+        """The ``(state, width)`` factor."""
+        out = _scale_rows(self.s, self.W @ self.B)
+        return out if self.E is None else jnp.concatenate([out, self.E], axis=1)
+
+
+def _woodbury(u, factor: ImplicitFactor):
+    r"""``(apply, chol)`` of a precision :math:`D + F F^\top` (Woodbury).
+
+    ``apply(x)`` is :math:`(D + F F^\top)^{-1} x` and ``chol`` the Cholesky
+    factor of :math:`C = I + F^\top D^{-1} F` (so :math:`\log\det C` is
+    :math:`\log\det(D + F F^\top) - \log\det D`), in :math:`O(\text{state}\,
+    w^2)` for ``w`` columns.
+    """
+    w = factor.width
     chol_c = jnp.linalg.cholesky(
-        symmetrize(jnp.eye(W.shape[1], dtype=W.dtype) + mT(W) @ A)
+        symmetrize(jnp.eye(w, dtype=u.dtype) + factor.gram(1.0 / u))
     )
 
     def apply(x):
-        scaled = x / (u if x.ndim == 1 else u[:, None])
-        return scaled - A @ jax.scipy.linalg.cho_solve((chol_c, True), mT(A) @ x)
+        scaled = _scale_rows(1.0 / u, x)
+        inner = jax.scipy.linalg.cho_solve((chol_c, True), factor.t_times(scaled))
+        return scaled - _scale_rows(1.0 / u, factor.times(inner))
 
-    return apply, logdet_from_chol(chol_c)
+    return apply, chol_c
 
 
-def low_rank_predict(belief: LowRankGaussian, dyn: DiagonalDynamics) -> LowRankGaussian:
-    r"""The exact predict of a low-rank precision through elementwise dynamics."""
+def low_rank_predict(
+    belief: LowRankGaussian, dyn: DiagonalDynamics, *, implicit: bool = False
+) -> LowRankGaussian:
+    r"""The exact predict of a low-rank precision through elementwise dynamics.
+
+    With ``implicit=True`` the predicted factor is an :class:`ImplicitFactor`
+    (``diag(1 / (g f)) W L_M^{-T}``, not formed), which :func:`low_rank_update`
+    and :func:`low_rank_categorical_update` read without forming it.
+    """
     n, dtype = belief.mean.shape[0], belief.mean.dtype
     F, Q = _elementwise(dyn, n, dtype)
     u = belief.precision_diag / (F * F)  # the precision of f * x
-    W = belief.precision_factor / F[:, None]
     g = 1.0 + Q * u
+    W = belief.precision_factor
     rank = W.shape[1]
-    M = jnp.eye(rank, dtype=dtype) + mT(W) @ ((Q / g)[:, None] * W)
-    factor = mT(_lower_solve(jnp.linalg.cholesky(symmetrize(M)), mT(W / g[:, None])))
+    # M = I + W'^T diag(q / g) W' with W' = W / f
+    M = jnp.eye(rank, dtype=dtype) + weighted_gram(W, Q / (g * F * F))
+    chol_m = jnp.linalg.cholesky(symmetrize(M))
+    B = mT(_lower_solve(chol_m, jnp.eye(rank, dtype=dtype)))  # L_M^{-T}
+    factor = ImplicitFactor(W, B, 1.0 / (g * F))
     mean = F * belief.mean + zeros_if_none(dyn.b, n, dtype)
-    return LowRankGaussian(mean=mean, precision_diag=u / g, precision_factor=factor)
+    return LowRankGaussian(
+        mean=mean,
+        precision_diag=u / g,
+        # implicit: the update steps read the factor (typed as the array it stands for)
+        precision_factor=cast(Array, factor) if implicit else factor.dense(),
+    )
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def leading_subspace(gram, rank: int):
+    r"""``(V_kept, V_dropped)``: the eigenvectors of ``gram``, largest ``rank`` first.
+
+    ``gram`` is symmetric ``(c, c)``. Differentiated as the subspaces, not the
+    vectors: the derivative mixes kept and dropped directions only, with
+    :math:`(V_d^\top\, dG\, V_k) / (\lambda_k - \lambda_d)`, which is all a
+    product :math:`F V_k V_k^\top F^\top` depends on. Repeated eigenvalues
+    within the kept or within the dropped block have a finite derivative; a tie
+    across the boundary has none and contributes 0.
+    """
+    w, V = jnp.linalg.eigh(symmetrize(gram))  # ascending
+    V = V[:, ::-1]
+    return V[:, :rank], V[:, rank:]
+
+
+@leading_subspace.defjvp
+def _leading_subspace_jvp(rank, primals, tangents):
+    (gram,), (dgram,) = primals, tangents
+    w, V = jnp.linalg.eigh(symmetrize(gram))
+    w, V = w[::-1], V[:, ::-1]
+    Vk, Vd = V[:, :rank], V[:, rank:]
+    gap = w[None, :rank] - w[rank:, None]  # (dropped, kept): lambda_k - lambda_d
+    safe = jnp.where(gap > 0, gap, 1.0)
+    mix = jnp.where(gap > 0, (mT(Vd) @ symmetrize(dgram) @ Vk) / safe, 0.0)
+    return (Vk, Vd), (Vd @ mix, -Vk @ mT(mix))
+
+
+def _truncate(wide: ImplicitFactor, rank: int):
+    """``(W, fold)`` of :func:`truncate_factor` for an implicit ``wide``."""
+    kept, dropped = leading_subspace(wide.gram(jnp.ones_like(wide.s)), rank)
+    fold = jnp.sum(jnp.square(wide.times(dropped)), axis=1)
+    return wide.times(kept), fold
+
+
 def truncate_factor(wide, rank: int):
     r"""``(W, fold)``: the ``rank`` leading directions of ``wide`` and what is folded.
 
@@ -207,56 +377,33 @@ def truncate_factor(wide, rank: int):
     (descending), ``W = wide @ V[:, :rank]`` and ``fold`` is the diagonal of the
     rest, ``sum((wide @ V[:, rank:])**2, axis=1)``, so :math:`W W^\top +
     \operatorname{diag}(\text{fold})` has the diagonal of :math:`\tilde W
-    \tilde W^\top`. Cost :math:`O(\text{state}\, c^2)`. Differentiated through
-    the kept subspace only (the filter uses :math:`W W^\top`, not :math:`W`), so
-    repeated singular values within the kept or within the dropped block have a
-    finite derivative; a tie across the boundary has none and contributes 0.
+    \tilde W^\top`. Cost :math:`O(\text{state}\, c^2)`; differentiated through
+    the kept subspace (:func:`leading_subspace`).
     """
-    kept, dropped, _, _ = _split(wide, rank)
-    return kept, jnp.sum(dropped * dropped, axis=1)
-
-
-def _split(wide, rank):
-    gram = symmetrize(mT(wide) @ wide)
-    w, V = jnp.linalg.eigh(gram)  # ascending
-    w, V = w[::-1], V[:, ::-1]
-    return wide @ V[:, :rank], wide @ V[:, rank:], w, V
-
-
-@truncate_factor.defjvp
-def _truncate_jvp(rank, primals, tangents):
-    (wide,), (dwide,) = primals, tangents
-    kept, dropped, w, V = _split(wide, rank)
-    Vk, Vd = V[:, :rank], V[:, rank:]
-    dgram = mT(dwide) @ wide + mT(wide) @ dwide
-    gap = w[None, :rank] - w[rank:, None]  # (dropped, kept): lambda_i - lambda_j
-    safe = jnp.where(gap > 0, gap, 1.0)
-    mix = jnp.where(gap > 0, (mT(Vd) @ dgram @ Vk) / safe, 0.0)
-    dkept = dwide @ Vk + dropped @ mix
-    ddropped = dwide @ Vd - kept @ mT(mix)
-    out = (kept, jnp.sum(dropped * dropped, axis=1))
-    return out, (dkept, 2.0 * jnp.sum(dropped * ddropped, axis=1))
+    return _truncate(ImplicitFactor.of(wide), rank)
 
 
 def low_rank_update(
     belief: LowRankGaussian, obs, model: LinearObservation, missing: bool
 ) -> tuple[LowRankGaussian, UpdateInfo]:
-    """Condition a low-rank precision belief on ``y = H x + d + v``, then truncate."""
+    """Condition a low-rank precision belief on ``y = H x + d + v``, then truncate.
+
+    The belief's factor may be an :class:`ImplicitFactor` (a predict's).
+    """
     dtype = belief.mean.dtype
     y, H, R, d, num_observed = observation_arrays(obs, model, dtype, missing)
-    u, W = belief.precision_diag, belief.precision_factor
-    rank = W.shape[1]
+    u, factor = belief.precision_diag, ImplicitFactor.of(belief.precision_factor)
     innovation = y - H @ belief.mean - d
-    PHt = _woodbury(u, W)[0](mT(H))  # P^- H^T
+    PHt = _woodbury(u, factor)[0](mT(H))  # P^- H^T
     innovation_cov = symmetrize(H @ PHt + R)
     chol_s = jnp.linalg.cholesky(innovation_cov)
     z = _lower_solve(chol_s, innovation)
     mean = belief.mean + PHt @ solve_triangular(chol_s, z, lower=True, trans="T")
     # the information H^T R^{-1} H as obs new columns, then back to rank r
     chol_r = jnp.linalg.cholesky(R)
-    wide = jnp.concatenate([W, mT(_lower_solve(chol_r, H))], axis=1)
-    factor, fold = truncate_factor(wide, rank)
-    new = LowRankGaussian(mean=mean, precision_diag=u + fold, precision_factor=factor)
+    wide = factor.extended(mT(_lower_solve(chol_r, H)))
+    kept, fold = _truncate(wide, factor.B.shape[1])
+    new = LowRankGaussian(mean=mean, precision_diag=u + fold, precision_factor=kept)
     return new, _info(chol_s, z, chol_r, num_observed, innovation, innovation_cov)
 
 
@@ -332,22 +479,27 @@ def low_rank_categorical_update(
     update of :mod:`kalmanjax.steps.categorical` (the same infos); with
     ``"observed"`` the log-likelihood reported is the plug-in
     :math:`\log p_y` at the predicted mean. A token id outside ``0..V-1`` is
-    missing (the belief is unchanged, the infos zero).
+    missing: it adds no information (the columns and the score are zero, so the
+    precision and mean are unchanged up to rounding) and its infos are zero. The
+    belief's factor may be an :class:`ImplicitFactor` (a predict's).
     """
-    u, W = belief.precision_diag, belief.precision_factor
+    u, factor = belief.precision_diag, ImplicitFactor.of(belief.precision_factor)
     columns, score, log_p, moments = _token_information(
         belief, token, model, inputs, fisher
     )
-    wide = jnp.concatenate([W, columns], axis=1)
-    solve, logdet_post = _woodbury(u, wide)
-    step = solve(score)
-    logdet_b = logdet_post - _woodbury(u, W)[1]  # log det(I + P^- H^T R^-1 H)
-    factor, fold = truncate_factor(wide, W.shape[1])
-    new = LowRankGaussian(belief.mean + step, u + fold, factor)
-    info = _categorical_info(score @ step, logdet_b, log_p, moments, u.dtype)
-    zero = jax.tree_util.tree_map(jnp.zeros_like, info)
     vocab = jax.eval_shape(model.fn, belief.mean, inputs).shape[0]
-    return _unless_missing(token, vocab, (new, info), (belief, zero))
+    observed = ((token >= 0) & (token < vocab)).astype(u.dtype)
+    wide = factor.extended(observed * columns)
+    solve, chol_c = _woodbury(u, wide)
+    step = solve(observed * score)
+    rank = factor.B.shape[1]
+    # log det(I + P^- H^T R^-1 H): C's determinant over that of its leading block
+    logdet_b = logdet_from_chol(chol_c) - logdet_from_chol(chol_c[:rank, :rank])
+    kept, fold = _truncate(wide, rank)
+    new = LowRankGaussian(belief.mean + step, u + fold, kept)
+    info = _categorical_info(observed * score @ step, logdet_b, log_p, moments, u.dtype)
+    info = jax.tree_util.tree_map(lambda a: jnp.where(observed > 0, a, 0.0), info)
+    return new, info
 
 
 def diagonal_categorical_update(

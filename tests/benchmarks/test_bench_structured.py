@@ -1,5 +1,7 @@
 """Smoke test of ``benchmarks.bench_structured --quick``: runs, writes the documented
-JSON, and every exact row agrees with its NumPy float64 reference (not speed)."""
+JSON, and every exact row agrees with its NumPy float64 reference (not speed): the
+linear rows' means, and the truncation rows' KL divergence to the exact posterior,
+which is rounding when the rank holds every reading."""
 
 import pytest
 
@@ -15,7 +17,7 @@ def test_bench_structured_quick(quick_run):
     data = quick_run(bench_structured)
     ks = data["settings"]["ks"]
     seen = set()
-    for row in data["rows"]:
+    for row in _section(data, "linear"):
         p = row["params"]
         seen.add((p["k"], p["method"]))
         assert row["skipped"] is None  # the quick sizes run every method
@@ -33,3 +35,36 @@ def test_bench_structured_quick(quick_run):
     slopes = data["summary"]["slopes_per_step_vs_k"]
     assert set(slopes) == set(bench_structured.METHODS)
     assert all(v is not None for v in slopes.values())
+
+    cat = _section(data, "categorical")
+    assert {(r["params"]["k"], r["params"]["method"]) for r in cat} == {
+        (k, m)
+        for k in data["settings"]["categorical"]["ks"]
+        for m in bench_structured.CATEGORICAL_METHODS
+    }
+    for row in cat:
+        assert row["skipped"] is None and row["per_step_s"] > 0
+        assert row["checks"]["finite"]
+        assert row["params"]["vocab"] == 64
+
+    network = _section(data, "network")
+    assert [r["params"]["method"] for r in network] == list(
+        bench_structured.NETWORK_METHODS
+    )
+    for row in network:
+        assert row["params"]["k"] > 100_000  # every weight of the shipped network
+        assert row["checks"]["finite"] and row["ratio_to_forward_backward"] > 0
+        assert row["temp_floats_per_k"] > 0
+
+    trunc = _section(data, "truncation")
+    assert {r["params"]["method"] for r in trunc} >= {"prior", "diagonal"}
+    for row in trunc:
+        kl = row["kl_to_exact"]
+        if row["holds_every_reading"]:
+            assert abs(kl) < 1e-8, row
+        else:
+            assert kl > 1e-6, row  # a truncation that drops information
+
+
+def _section(data, name):
+    return [r for r in data["rows"] if r["params"]["section"] == name]
