@@ -5,7 +5,7 @@ functions included, so a lazy import cannot hide a circle) and resolved to a
 module of the package. The layers, bottom to top::
 
     0 core   1 steps   2 filters   3 drivers
-    4 diagnostics, limits, nn, and the facade kalmanjax/__init__.py
+    4 diagnostics, limits, nn, tasks, and the facade kalmanjax/__init__.py
     5 experiments, cli, __main__
 
 A module may import its own layer or any below it; the import graph has no
@@ -31,6 +31,7 @@ LAYERS = {
     "diagnostics": 4,
     "limits": 4,
     "nn": 4,
+    "tasks": 4,
     "experiments": 5,
     "cli": 5,
     "__main__": 5,

@@ -14,7 +14,7 @@ message names the extra to install.
 Examples:
     >>> from kalmanjax.experiments import EXPERIMENTS
     >>> "collapse" in EXPERIMENTS, len(EXPERIMENTS)
-    (True, 11)
+    (True, 12)
     >>> EXPERIMENTS.describe("contraction")
     'Contraction rates, regime by regime (theory.md, item 4).'
     >>> EXPERIMENTS.module_name("limits")
@@ -28,7 +28,12 @@ from collections.abc import Iterator, Mapping
 from types import ModuleType
 from typing import NamedTuple
 
-from ._result import Claim, ExperimentResult
+from ._result import (
+    Claim,
+    ExperimentResult,
+    paired_difference,
+    verdict_of_difference,
+)
 
 __all__ = [
     "EXPERIMENTS",
@@ -39,7 +44,9 @@ __all__ = [
     "ExperimentSpec",
     "MissingDependencyError",
     "Registry",
+    "paired_difference",
     "require",
+    "verdict_of_difference",
 ]
 
 #: how to install what the experiments need beyond the base install
@@ -212,6 +219,12 @@ EXPERIMENTS = Registry(
             "transformer_finetune",
             "Filtering vs fine-tuning an adaptation state of the trained transformer.",
             ("flax", "optax"),
+        ),
+        "markov_logits": ExperimentSpec(
+            "markov_logits",
+            "Token streams, tier A: filtering a Markov chain's logits against exact "
+            "Bayes.",
+            ("optax",),
         ),
         "whole_network": ExperimentSpec(
             "whole_network",

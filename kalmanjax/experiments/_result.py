@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
+
 
 @dataclasses.dataclass(frozen=True)
 class Claim:
@@ -30,3 +32,25 @@ class ExperimentResult:
     name: str
     data: dict[str, Any]
     claims: list[Claim]
+
+
+def paired_difference(a, b) -> tuple[float, float]:
+    """Mean and standard error of ``a - b`` over paired samples (seeds, chains)."""
+    diff = np.asarray(a) - np.asarray(b)
+    se = float(np.std(diff, ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else np.nan
+    return float(np.mean(diff)), se
+
+
+def verdict_of_difference(diff: float, se: float, better: str, worse: str) -> str:
+    """The verdict on ``better > worse`` from their paired difference ``diff``.
+
+    "holds" when ``diff > 2 se``, "fails" when ``diff < -2 se``, else
+    "inconclusive".
+    """
+    if not np.isfinite(se):
+        return "inconclusive (one seed)"
+    if diff > 2 * se:
+        return "holds"
+    if diff < -2 * se:
+        return f"fails ({worse} is better)"
+    return "inconclusive (within 2 standard errors)"

@@ -46,7 +46,7 @@ from .. import (
 )
 from . import _transformer as T
 from ._plot import pyplot
-from ._result import Claim, ExperimentResult
+from ._result import Claim, ExperimentResult, paired_difference, verdict_of_difference
 
 NAME = "whole_network"
 
@@ -229,28 +229,6 @@ def _one_seed(s, config, model, every, mu, seed) -> dict[str, Any]:
     out["tokens"] = np.asarray(steps) * n
     out["k"] = k
     return out
-
-
-def paired_difference(a, b) -> tuple[float, float]:
-    """Mean and standard error of ``a - b`` across seeds."""
-    diff = np.asarray(a) - np.asarray(b)
-    se = float(np.std(diff, ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else np.nan
-    return float(np.mean(diff)), se
-
-
-def verdict_of_difference(diff: float, se: float, better: str, worse: str) -> str:
-    """The verdict on ``better > worse`` from their paired difference ``diff``.
-
-    "holds" when ``diff > 2 se``, "fails" when ``diff < -2 se``, else
-    "inconclusive".
-    """
-    if not np.isfinite(se):
-        return "inconclusive (one seed)"
-    if diff > 2 * se:
-        return "holds"
-    if diff < -2 * se:
-        return f"fails ({worse} is better)"
-    return "inconclusive (within 2 standard errors)"
 
 
 def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:

@@ -5,7 +5,12 @@ import jax
 import numpy as np
 import pytest
 
-from kalmanjax.experiments import EXPERIMENTS, whole_network
+from kalmanjax.experiments import (
+    EXPERIMENTS,
+    paired_difference,
+    verdict_of_difference,
+    whole_network,
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +45,12 @@ def test_fields_figure_and_verdicts(result, tmp_path):
 
 
 def test_the_verdict_rule_can_fail_and_can_be_undecided():
-    win = whole_network.paired_difference([0.5, 0.6, 0.55], [0.1, 0.15, 0.12])
-    lose = whole_network.paired_difference([0.1, 0.15, 0.12], [0.5, 0.6, 0.55])
-    tie = whole_network.paired_difference([0.5, 0.1, 0.3], [0.3, 0.3, 0.3])
-    assert whole_network.verdict_of_difference(*win, "a", "b") == "holds"
-    assert whole_network.verdict_of_difference(*lose, "a", "b") == "fails (b is better)"
-    undecided = whole_network.verdict_of_difference(*tie, "a", "b")
+    win = paired_difference([0.5, 0.6, 0.55], [0.1, 0.15, 0.12])
+    lose = paired_difference([0.1, 0.15, 0.12], [0.5, 0.6, 0.55])
+    tie = paired_difference([0.5, 0.1, 0.3], [0.3, 0.3, 0.3])
+    assert verdict_of_difference(*win, "a", "b") == "holds"
+    assert verdict_of_difference(*lose, "a", "b") == "fails (b is better)"
+    undecided = verdict_of_difference(*tie, "a", "b")
     assert undecided.startswith("inconclusive")
     np.testing.assert_allclose(win[0], np.mean([0.4, 0.45, 0.43]))
     np.testing.assert_allclose(win[1], np.std([0.4, 0.45, 0.43], ddof=1) / np.sqrt(3))
