@@ -210,9 +210,12 @@ def _unvisited_rows_keep_the_prior(family, length: int, seed: int) -> float:
     _, tokens = mk.sample_chains(jax.random.key(seed + 99), family, 8, length)
     V = family.vocab
     _, var = _prior(family)
+    # one compilation for the 8 chains
+    all_covs = np.asarray(
+        jax.jit(jax.vmap(lambda x: ekf_predictive(x, family)[1]))(tokens)
+    )
     worst = 0.0
-    for x in np.asarray(tokens):
-        covs = np.asarray(jax.jit(lambda x: ekf_predictive(x, family)[1])(x))
+    for x, covs in zip(np.asarray(tokens), all_covs, strict=True):
         for t in range(covs.shape[0]):
             seen = set(x[: t + 1].tolist())  # rows that have emitted a transition
             for i in set(range(V)) - seen:
