@@ -32,6 +32,8 @@ def test_pair_holds_the_same_cells(path):
     )
 
 
+# tokens runs three experiments at smoke size: minutes on a shared 2-core machine
+@pytest.mark.timeout(660)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_runs_in_smoke_mode(path, tmp_path):
     env = {**os.environ, "KALMANJAX_SMOKE": "1", "MPLBACKEND": "Agg"}
@@ -40,7 +42,7 @@ def test_runs_in_smoke_mode(path, tmp_path):
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=280,
+        timeout=600,
         env=env,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]

@@ -14,7 +14,7 @@ message names the extra to install.
 Examples:
     >>> from kalmanjax.experiments import EXPERIMENTS
     >>> "collapse" in EXPERIMENTS, len(EXPERIMENTS)
-    (True, 12)
+    (True, 14)
     >>> EXPERIMENTS.describe("contraction")
     'Contraction rates, regime by regime (theory.md, item 4).'
     >>> EXPERIMENTS.module_name("limits")
@@ -225,6 +225,18 @@ EXPERIMENTS = Registry(
             "Token streams, tier A: filtering a Markov chain's logits against exact "
             "Bayes.",
             ("optax",),
+        ),
+        "markov_transformer": ExperimentSpec(
+            "markov_transformer",
+            "Token streams, tier B: a trained transformer's in-context learning of "
+            "Markov chains.",
+            ("flax", "optax"),
+        ),
+        "markov_adapter": ExperimentSpec(
+            "markov_adapter",
+            "Token streams, tier C: filtering an adapter of the trained network under "
+            "a shift.",
+            ("flax", "optax"),
         ),
         "whole_network": ExperimentSpec(
             "whole_network",

@@ -31,6 +31,7 @@ from .. import run as run_filter
 from ..nn.icl import encode, evaluate
 from . import _transformer as T
 from ._plot import pyplot
+from ._probe import probe
 from ._result import Claim, ExperimentResult
 
 NAME = "transformer_icl"
@@ -63,23 +64,6 @@ def _filter_beliefs(config, x, y):
         jnp.concatenate([prior.cov[None], out.states.cov[:-1]]),
     )
     return {"x": before, "y": summary(out.states.mean, out.states.cov)}
-
-
-def _r2(pred, target):
-    resid = np.sum((target - pred) ** 2, axis=0)
-    total = np.sum((target - target.mean(0)) ** 2, axis=0)
-    return float(np.mean(1.0 - resid / total))
-
-
-def _probe(features, target, train, ridge):
-    """Ridge probe fitted on ``train`` rows, R^2 on the others (averaged over dims)."""
-    f_mean = features[train].mean(0)
-    t_mean = target[train].mean(0)
-    F, Y = features - f_mean, target - t_mean
-    A = F[train].T @ F[train] + ridge * len(F[train]) * np.eye(F.shape[1])
-    W = np.linalg.solve(A, F[train].T @ Y[train])
-    test = ~train
-    return _r2(F[test] @ W + t_mean, target[test])
 
 
 def _centre_per_position(a, positions):
@@ -133,13 +117,13 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
             feats = streams[:, layer, offset::2].reshape(B * n, -1)
             for name, target in targets.items():
                 r2[f"{name}_{token}"].append(
-                    _probe(feats[varies], target[varies], train[varies], s["ridge"])
+                    probe(feats[varies], target[varies], train[varies], s["ridge"])
                 )
             fc = _centre_per_position(feats[varies], positions[varies])
             for name in ("logdet", "trace"):
                 tc = _centre_per_position(targets[name][varies], positions[varies])
                 r2_within[f"{name}_{token}"].append(
-                    _probe(fc, tc, train[varies], s["ridge"])
+                    probe(fc, tc, train[varies], s["ridge"])
                 )
     r2 = {k: np.asarray(v) for k, v in r2.items()}
     r2_within = {k: np.asarray(v) for k, v in r2_within.items()}

@@ -70,6 +70,15 @@ def _site_sizes(model, site: str) -> tuple[int, int]:
     )
 
 
+def _site_projection(model, site: str) -> nnx.Linear:
+    """The ``nnx.Linear`` a projection site perturbs."""
+    if site == "head.proj":
+        return model.head
+    block, part = site.split(".")
+    i = int(block.removeprefix("block"))
+    return model.blocks[i].attn.out if part == "attn" else model.blocks[i].mlp_out
+
+
 class Adapter(nnx.Module):
     """Base class: an adaptation state of size ``dim`` entering at ``site``."""
 
@@ -133,29 +142,50 @@ class LowRankAdapter(Adapter):
     r"""Add :math:`B\operatorname{diag}(\theta)A x` to a projection's output.
 
     :math:`A` is ``(dim, in)`` and :math:`B` is ``(out, dim)``, fixed, with unit-norm
-    random rows and columns.
+    rows and columns: random (``basis="random"``), or (``basis="svd"``) the leading
+    singular vectors of the projection's own weight :math:`W = \sum_j \sigma_j u_j
+    v_j^\top` first, :math:`B_{:j} = u_j`, :math:`A_{j:} = v_j^\top`, so that
+    :math:`\theta_j` changes the singular value :math:`\sigma_j` (the principal
+    directions of PiSSA, Meng et al. 2024); beyond the weight's rank the
+    remaining directions are random.
 
     Args:
         model: the :class:`~kalmanjax.nn.Transformer` it adapts.
         site: ``"block{i}.attn"``, ``"block{i}.mlp"`` or ``"head.proj"``.
         dim: :math:`k`, the size of :math:`\theta` (the adapter's rank).
-        rngs: ``nnx.Rngs`` for the factors.
+        basis: ``"random"`` or ``"svd"``.
+        rngs: ``nnx.Rngs`` for the (random) factors.
     """
 
-    def __init__(self, model, site: str, dim: int, *, rngs: nnx.Rngs):
+    def __init__(
+        self, model, site: str, dim: int, *, basis: str = "random", rngs: nnx.Rngs
+    ):
         """Draw the factors (see the class docstring)."""
         if not (site.endswith((".attn", ".mlp")) or site == "head.proj"):
             raise ValueError(
                 f"LowRankAdapter: site must be a projection ('block{{i}}.attn', "
                 f"'block{{i}}.mlp' or 'head.proj'), got {site!r}"
             )
+        if basis not in ("random", "svd"):
+            raise ValueError(
+                f"LowRankAdapter: basis must be 'random' or 'svd', got {basis!r}"
+            )
         n_in, n_out = _site_sizes(model, site)
         dtype = model.head.kernel[...].dtype
         self.site, self.dim = site, dim
         a = jax.random.normal(rngs.params(), (dim, n_in), dtype)
         b = jax.random.normal(rngs.params(), (n_out, dim), dtype)
-        self.A = AdapterBasis(a / jnp.linalg.norm(a, axis=1, keepdims=True))
-        self.B = AdapterBasis(b / jnp.linalg.norm(b, axis=0, keepdims=True))
+        a = a / jnp.linalg.norm(a, axis=1, keepdims=True)
+        b = b / jnp.linalg.norm(b, axis=0, keepdims=True)
+        if basis == "svd":
+            # x W with kernel W (in, out): the map is W^T = U S V^T, (out, in)
+            kernel = np.asarray(_site_projection(model, site).kernel[...], np.float64)
+            u, sv, vt = np.linalg.svd(kernel.T, full_matrices=False)
+            r = min(dim, int(np.sum(sv > sv[0] * 1e-6)))
+            a = a.at[:r].set(jnp.asarray(vt[:r], dtype))
+            b = b.at[:, :r].set(jnp.asarray(u[:, :r], dtype))
+        self.A = AdapterBasis(a)
+        self.B = AdapterBasis(b)
 
     def delta(self, x, theta):
         r""":math:`B\operatorname{diag}(\theta) A x` for ``x`` of shape ``(T, in)``."""

@@ -23,7 +23,6 @@ import argparse
 import functools
 import json
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -31,10 +30,12 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx, serialization
+from flax import nnx
 from jaxtyping import Array, ArrayLike, Float
 
 from .. import Gaussian, regression_filter, run
+from ._training import fit
+from ._weights import load_weights, save_weights
 from .observation import observation_fn
 from .transformer import Transformer
 
@@ -178,8 +179,7 @@ def bayes_predictions(
 # ---------------------------------------------------------------------- training
 
 
-def _loss(graphdef, params, x, y):
-    model = nnx.merge(graphdef, params)
+def _loss(model, x, y):
     pred = jax.vmap(lambda xi, yi: network_predictions(model, xi, yi))(x, y)
     return jnp.mean((pred - y) ** 2)
 
@@ -214,49 +214,22 @@ def train(
     Returns:
         ``(model, info)`` with ``info = {"steps", "seconds", "final_loss"}``.
     """
-    import optax  # noqa: PLC0415  (optional dependency)
-
     model = build_model(config, seed=seed)
-    graphdef, params = nnx.split(model)
-    calls = -(-steps // fused_steps)
-    total = calls * fused_steps
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, learning_rate, max(1, total // 50), total
-    )
-    opt = optax.chain(
-        optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=1e-4)
-    )
-    opt_state = opt.init(params)
 
-    def one_step(carry, key):
-        params, opt_state = carry
+    def batch_loss(model, key):
         _, x, y = sample_prompts(key, batch_size, config)
-        loss, grads = jax.value_and_grad(_loss, argnums=1)(graphdef, params, x, y)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
+        return _loss(model, x, y)
 
-    @jax.jit
-    def fused(params, opt_state, key):
-        keys = jax.random.split(key, fused_steps)
-        (params, opt_state), losses = jax.lax.scan(one_step, (params, opt_state), keys)
-        return params, opt_state, jnp.mean(losses)
-
-    key = jax.random.key(seed + 1)
-    start = time.perf_counter()
-    loss = float("nan")
-    done = 0
-    for call in range(calls):
-        params, opt_state, loss = fused(
-            params, opt_state, jax.random.fold_in(key, call)
-        )
-        done = (call + 1) * fused_steps
-        elapsed = time.perf_counter() - start
-        if log is not None:
-            log(done, float(loss), elapsed)
-        if max_seconds is not None and elapsed > max_seconds:
-            break
-    nnx.update(model, params)
-    info = dict(steps=done, seconds=time.perf_counter() - start, final_loss=float(loss))
+    info = fit(
+        model,
+        batch_loss,
+        steps=steps,
+        seed=seed,
+        learning_rate=learning_rate,
+        fused_steps=fused_steps,
+        max_seconds=max_seconds,
+        log=log,
+    )
     return model, info
 
 
@@ -265,34 +238,12 @@ def train(
 
 def save(model: Transformer, config: ICLConfig, path: str | Path, **meta) -> None:
     """Write the parameters and the config as flax msgpack (no pickle)."""
-    state = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    state = jax.tree_util.tree_map(np.asarray, state)
-    payload = {"config": json.dumps({**config._asdict(), **meta}), "params": state}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_bytes(serialization.msgpack_serialize(payload))
+    save_weights(model, config, path, **meta)
 
 
 def load(path: str | Path) -> tuple[Transformer, ICLConfig, dict]:
     """Read weights written by :func:`save`: ``(model, config, meta)``."""
-    payload = serialization.msgpack_restore(Path(path).read_bytes())
-    raw = json.loads(str(payload["config"]))
-    config = ICLConfig(**{k: raw[k] for k in ICLConfig._fields})
-    meta = {k: v for k, v in raw.items() if k not in ICLConfig._fields}
-    # build the structure abstractly (no eager random initialisation), then fill it
-    graphdef, state = nnx.split(nnx.eval_shape(lambda: build_model(config)))
-    params = jax.tree_util.tree_map(jnp.asarray, _int_keys(payload["params"]))
-    nnx.replace_by_pure_dict(state, params)
-    return nnx.merge(graphdef, state), config, meta
-
-
-def _int_keys(tree):
-    """Msgpack turns the integer keys of ``nnx.List`` entries into strings."""
-    if isinstance(tree, dict):
-        return {
-            (int(k) if isinstance(k, str) and k.isdigit() else k): _int_keys(v)
-            for k, v in tree.items()
-        }
-    return tree
+    return load_weights(path, ICLConfig, build_model)
 
 
 def load_pretrained() -> tuple[Transformer, ICLConfig, dict]:

@@ -14,6 +14,7 @@ from .markov import (
     posterior_concentration,
     sample_chains,
     transition_counts,
+    unigram_predictive,
 )
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "posterior_concentration",
     "sample_chains",
     "transition_counts",
+    "unigram_predictive",
 ]

@@ -47,6 +47,7 @@ __all__ = [
     "posterior_concentration",
     "sample_chains",
     "transition_counts",
+    "unigram_predictive",
 ]
 
 
@@ -127,6 +128,24 @@ def bayes_predictive(
     rows = N[jnp.arange(tokens.shape[0]), prev] + conc[None, :]  # (T, V)
     pred = rows / jnp.sum(rows, axis=1, keepdims=True)
     return pred.at[0].set(jnp.full((V,), 1.0 / V))
+
+
+def unigram_predictive(
+    tokens: Int[Array, " time"], family: MarkovFamily
+) -> Float[Array, "time vocab"]:
+    r"""Unigram counting, :math:`(c_j + M_j) / (\sum_l c_l + t)`, ``(T, V)``.
+
+    :math:`M_j` counts the tokens ``j`` among :math:`x_{<t}`, whatever came before
+    them: the Bayes predictor of an i.i.d. sequence with a Dirichlet(c) prior,
+    and the stage a transformer passes through before it learns to count
+    transitions (Edelman et al. 2024). A near-miss rival to
+    :func:`bayes_predictive`.
+    """
+    V = family.vocab
+    conc = jnp.asarray(family.concentration, jnp.float32)
+    seen = jnp.cumsum(jax.nn.one_hot(tokens, V), axis=0)
+    counts = jnp.concatenate([jnp.zeros((1, V), seen.dtype), seen[:-1]]) + conc[None, :]
+    return counts / jnp.sum(counts, axis=1, keepdims=True)
 
 
 def posterior_concentration(tokens: Int[Array, " time"], family: MarkovFamily):

@@ -14,13 +14,15 @@ from tests.reference import ridge
 assert EXPERIMENTS  # an empty table must fail, not pass vacuously
 
 
+# every experiment at smoke size in one process: minutes on 2 cores
+@pytest.mark.timeout(900)
 def test_quick_run_writes_every_figure_and_verdict(tmp_path):
     env = {"MPLBACKEND": "Agg", "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run(
         [sys.executable, "-m", "kalmanjax", "--quick", "--out", str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=840,
         env={**__import__("os").environ, **env},
     )
     assert proc.returncode == 0, proc.stderr

@@ -172,3 +172,32 @@ def test_bad_input_is_a_clear_error():
         net(jnp.ones((13, 3)))
     with pytest.raises(ValueError, match="exactly one of input_dim or vocab_size"):
         Transformer(output_dim=1, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("site", ["head.proj", "block1.mlp"])
+def test_svd_basis_shifts_the_projections_singular_values(site, x64):
+    """basis="svd": theta_j adds to sigma_j of the projection's own weight (NumPy
+    SVD; the product u_j v_j^T is free of the singular vectors' signs); directions
+    beyond the weight's rank stay random unit vectors."""
+    net = _net(jnp.float64, output_dim=2)
+    k = 3 if site == "head.proj" else 4  # head.proj: rank 2, one random direction
+    adapter = LowRankAdapter(net, site, k, basis="svd", rngs=nnx.Rngs(1))
+    linear = net.head if site == "head.proj" else net.blocks[1].mlp_out
+    W = np.asarray(linear.kernel[...]).T  # (out, in)
+    u, _, vt = np.linalg.svd(W, full_matrices=False)
+    r = min(k, np.linalg.matrix_rank(W))
+    theta = np.random.default_rng(3).standard_normal(k)
+    x = np.random.default_rng(4).standard_normal((5, W.shape[1]))
+    A, B = np.asarray(adapter.A[...]), np.asarray(adapter.B[...])
+    svd_part = sum(theta[j] * np.outer(u[:, j], vt[j]) for j in range(r))
+    rest = sum(theta[j] * np.outer(B[:, j], A[j]) for j in range(r, k))
+    np.testing.assert_allclose(
+        adapter.delta(jnp.asarray(x), jnp.asarray(theta)),
+        x @ (svd_part + rest).T,
+        rtol=1e-10,
+        atol=1e-12,
+    )
+    np.testing.assert_allclose(np.linalg.norm(A, axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(B, axis=0), 1.0, rtol=1e-12)
+    with pytest.raises(ValueError, match="basis must be 'random' or 'svd'"):
+        LowRankAdapter(net, site, k, basis="pca", rngs=nnx.Rngs(1))

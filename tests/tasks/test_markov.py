@@ -134,3 +134,13 @@ def test_bayes_is_optimal_in_expectation_over_the_family():
     for wrong in (mk.MarkovFamily(4, 0.25), mk.MarkovFamily(4, 4.0)):
         diff = loss(wrong) - bayes
         assert diff.mean() > 4 * diff.std(ddof=1) / np.sqrt(len(diff)), wrong
+
+
+def test_unigram_predictive_is_token_counting():
+    family = mk.MarkovFamily(4, 1.0, (0.1, 0.2, 0.3, 0.4))
+    tokens = np.array([2, 2, 0, 3, 2, 1, 1])
+    conc = family.concentration
+    got = np.asarray(mk.unigram_predictive(jnp.asarray(tokens), family))
+    for t in range(len(tokens)):
+        counts = conc + np.bincount(tokens[:t], minlength=4)
+        np.testing.assert_allclose(got[t], counts / counts.sum(), rtol=1e-6)
