@@ -17,6 +17,19 @@ jax.config.update("jax_default_matmul_precision", "highest")
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
+# A persistent compilation cache (set by .ci/run) gets one folder per xdist worker:
+# with no size limit jax writes entries without a lock, so one worker can read
+# another's half-written entry, and the warning that follows fails the test under
+# filterwarnings = error. The CLI and notebook subprocesses inherit the folder.
+_cache, _worker = (
+    os.environ.get("JAX_COMPILATION_CACHE_DIR"),
+    os.environ.get("PYTEST_XDIST_WORKER"),
+)
+if _cache and _worker:
+    _cache = os.path.join(_cache, _worker)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    jax.config.update("jax_compilation_cache_dir", _cache)
+
 
 @pytest.fixture(params=["without_jit", "with_jit"])
 def variant(request):

@@ -87,7 +87,7 @@ def _settings(quick: bool) -> dict[str, Any]:
         chains=512,
         seeds=3,
         grid_stride=1,
-        shifted_seeds=2,
+        shifted_seeds=3,
         max_length=256,
         collapse_chains=64,
         shifted_families=len(SHIFTED),
