@@ -94,8 +94,15 @@ for c in res_b.claims:
 #
 # What holds on this network (at both the notebook's sizes):
 #
-# * its in-context predictions are within 15% of the Kalman filter's (Bayes) error
-#   from position d on, and correlate with them at > 0.95;
+# * its in-context predictions are within 10% of the Kalman filter's (Bayes) error
+#   on the observed targets from position d on, and correlate with them at > 0.95;
+#   against the noise-free targets $x_i^\top w$ the gap is larger (about 17%, and
+#   more at the last positions);
+# * of a family of estimators (ridge over a grid of $\lambda$, least squares,
+#   gradient descent), its predictions are closest to a ridge regression, with a
+#   penalty within a factor 4 of Bayes' $\sigma^2/\tau^2$: at the default size it
+#   is measurably closer to a slightly *larger* penalty than Bayes' (see the
+#   verdict above), so "it is the Bayes predictor" is an approximation;
 # * its residual stream carries the filter's uncertainty $\log\det\Sigma$
 #   (mostly through the position);
 # * filtering an adapter across prompts of a shifted family improves on the frozen
@@ -110,10 +117,13 @@ for c in res_b.claims:
 # (see the verdicts above and `python -m kalmanjax transformer_finetune`).
 
 # %%
-icl_claim, mean_claim, uncertainty_claim = res_a.claims
+icl_claim, family_claim, mean_claim, uncertainty_claim = res_a.claims
 speed_claim, one_pass_claim, within_claim, why_claim = res_b.claims
-assert icl_claim.verdict == "holds", icl_claim
+assert icl_claim.measured["noisy_targets_mean_ratio"] < 1.10, icl_claim
 assert icl_claim.measured["min_correlation_with_bayes_late"] > 0.95
+closest = family_claim.measured["closest"]
+assert closest.startswith("ridge x"), family_claim
+assert 0.25 <= float(closest.removeprefix("ridge x")) <= 4.0, family_claim
 assert uncertainty_claim.verdict.startswith("holds"), uncertainty_claim
 assert mean_claim.verdict == "fails" and mean_claim.measured["best_r2"] < 0.5
 assert one_pass_claim.measured["ekf_gap_closed"] > 0.1

@@ -59,6 +59,7 @@ from .. import CategoricalObservation, Gaussian, LinearDynamics, extended_kalman
 from .. import run as run_filter
 from ..nn import LowRankAdapter, icl_markov
 from ..tasks import markov as mk
+from ._baselines import online_fit
 from ._plot import pyplot
 from ._result import Claim, ExperimentResult, paired_difference, verdict_of_difference
 
@@ -207,27 +208,18 @@ def _log_prob(q, x):
 
 
 def _online(name: str, lr, xs, per_chain: int):
-    """Online fine-tuning of theta, one step per token; theta after every token."""
-    import optax  # noqa: PLC0415  (optional dependency)
+    """Online fine-tuning of theta, one step per token; theta after every token.
 
+    ``"sgd_1/s"`` is SGD at rate ``lr / (1 + t / per_chain)`` (``t`` tokens so
+    far): the rate falls as one over the sequences seen.
+    """
     k = xs["G"].shape[-1]
-    transform = optax.scale_by_adam() if name == "adam" else optax.identity()
 
     def loss(theta, u):
         return -jax.nn.log_softmax(u["b"] + u["G"] @ theta)[u["obs"]]
 
-    def body(carry, u):
-        theta, state, avg, t = carry
-        direction, state = transform.update(jax.grad(loss)(theta, u), state)
-        rate = lr / (1.0 + t / per_chain) if name == "sgd_1/s" else lr
-        theta = theta - rate * direction
-        avg = avg + (theta - avg) / (t + 1.0)
-        out = avg if name == "polyak" else theta
-        return (theta, state, avg, t + 1.0), out
-
-    theta0 = jnp.zeros(k)
-    carry = (theta0, transform.init(theta0), theta0, jnp.asarray(0.0))
-    return jax.lax.scan(body, carry, xs)[1]
+    kind = "sgd_1/t" if name == "sgd_1/s" else name
+    return online_fit(loss, jnp.zeros(k), xs, kind, lr, horizon=per_chain)
 
 
 _online_jit = jax.jit(_online, static_argnums=(0, 3))

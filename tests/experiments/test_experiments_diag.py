@@ -22,7 +22,9 @@ assert MODULES
 
 
 def _allowed(verdict):
-    return verdict in ("holds", "fails") or verdict.startswith("holds only when")
+    return verdict in ("holds", "fails") or verdict.startswith(
+        ("holds only when", "fails (", "inconclusive (")
+    )
 
 
 @pytest.fixture(scope="module", params=MODULES, ids=lambda m: m.NAME)
@@ -58,16 +60,21 @@ def test_expected_verdicts_at_smoke_size(result):
     elif module is observability:
         assert v == ["holds"] * 3
     elif module is contraction:
-        assert v[:3] == ["holds"] * 3
-        assert v[3].startswith("holds only when Q > 0")
+        # the tail and Riccati laws are decided; at T = 256 and d = 4 the early
+        # phase (4 points) and the floor window (18 points) are too short to decide
+        assert v[0] == "holds" and v[3].startswith("holds only when Q > 0")
+        assert v[1].startswith("inconclusive") and v[2].startswith("inconclusive")
     elif module is calibration:
         assert v[:3] == ["holds"] * 3
         assert v[3].startswith("holds only when the nonlinearity is mild")
     elif module is informativeness:
-        assert v[0] == "holds"
-        assert v[1].startswith("holds only when")
+        assert v[:2] == ["holds"] * 2
+        assert v[2].startswith("holds only when")
     elif module is finetune:
-        assert v == ["holds"] * 2
+        assert v[:2] == ["holds"] * 2
+        # ridge and least squares reach the threshold on the filter's token
+        assert v[2].startswith("inconclusive") and v[3].startswith("inconclusive")
+        assert v[4] == "fails (fine-tuning is better)"  # the misspecified filter
 
 
 def test_precedes_identity_against_ridge(x64):
@@ -103,25 +110,25 @@ def test_calibration_ekf_on_a_nearly_linear_model_is_the_kalman_filter(x64):
     assert jax.tree_util.tree_leaves(ekf1)[0].dtype == jnp.float64
 
 
-def test_finetune_sgd_is_the_numpy_lms_recursion(x64):
-    # one optax.sgd step per token on 1/2 (y - x.theta)^2 is the LMS update
-    optax = pytest.importorskip("optax")
-    rng = np.random.default_rng(5)
-    d, T = 3, 9
-    X = rng.normal(size=(T, d))
-    theta = rng.normal(size=d)
-    y = X @ theta + 0.1 * rng.normal(size=T)
-    rates = np.array([0.05, 0.2])
-    got = finetune._optimiser_errors(
-        optax.sgd,
-        jnp.asarray(rates),
-        jnp.asarray(X)[None],
-        jnp.asarray(y)[None],
-        jnp.asarray(theta)[None],
-    )
-    for i, eta in enumerate(rates):
-        w, errs = np.zeros(d), []
-        for xt, yt in zip(X, y, strict=True):
-            w = w + eta * (yt - xt @ w) * xt
-            errs.append(np.sum((w - theta) ** 2))
-        np.testing.assert_allclose(got[i, 0], errs, rtol=1e-10)
+#: the experiments whose verdicts are statistical (paired differences with
+#: standard errors): a quick run may be inconclusive, never contradict the default
+AGREE = [contraction, informativeness, finetune]
+
+
+def _direction(verdict):
+    """'holds' / 'fails', or None where the sample could not decide."""
+    if verdict.startswith("inconclusive"):
+        return None
+    return "holds" if verdict.startswith("holds") else "fails"
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("module", AGREE, ids=lambda m: m.NAME)
+def test_quick_never_contradicts_the_default_run(module):
+    quick = module.run(quick=True, seed=0)
+    full = module.run(quick=False, seed=0)
+    pairs = list(zip(_verdicts(quick), _verdicts(full), strict=True))
+    decided = [(q, f) for q, f in pairs if _direction(q) is not None]
+    assert decided  # quick decides something
+    for q, f in decided:
+        assert _direction(q) == _direction(f), (q, f)
