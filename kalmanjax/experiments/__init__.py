@@ -14,7 +14,7 @@ message names the extra to install.
 Examples:
     >>> from kalmanjax.experiments import EXPERIMENTS
     >>> "collapse" in EXPERIMENTS, len(EXPERIMENTS)
-    (True, 14)
+    (True, 15)
     >>> EXPERIMENTS.describe("contraction")
     'Contraction rates, regime by regime (theory.md, item 4).'
     >>> EXPERIMENTS.module_name("limits")
@@ -201,7 +201,8 @@ EXPERIMENTS = Registry(
         ),
         "finetune": ExperimentSpec(
             "finetune",
-            "Filtering vs fine-tuning on the linear testbed (theory.md, item 7).",
+            "Filtering vs fine-tuning and refits on the linear testbed (theory.md, "
+            "item 7).",
             ("optax",),
         ),
         "limits": ExperimentSpec(
@@ -218,6 +219,11 @@ EXPERIMENTS = Registry(
         "transformer_finetune": ExperimentSpec(
             "transformer_finetune",
             "Filtering vs fine-tuning an adaptation state of the trained transformer.",
+            ("flax", "optax"),
+        ),
+        "network_covariance": ExperimentSpec(
+            "network_covariance",
+            r"The covariance claims on the network, with a known :math:`\theta^*`.",
             ("flax", "optax"),
         ),
         "markov_logits": ExperimentSpec(

@@ -8,6 +8,8 @@ r"""Baselines and statistics shared by the experiments.
   too narrow).
 * :func:`first_below` and :func:`bootstrap_se`: tokens-to-threshold on a mean
   curve and the standard error of a statistic of resampled tasks.
+* :func:`importance_posterior`: a sampled reference posterior for a filter's
+  Gaussian (self-normalised importance sampling from a widened proposal).
 """
 
 from __future__ import annotations
@@ -101,3 +103,44 @@ def bootstrap_se(
     rng = np.random.default_rng(seed)
     values = [statistic(rng.integers(0, n, n)) for _ in range(draws)]
     return float(np.std(values, ddof=1))
+
+
+def importance_posterior(
+    log_lik: Callable[[np.ndarray], np.ndarray],
+    mean,
+    cov,
+    prior_var: float,
+    key,
+    samples: int,
+    widen: float = 4.0,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    r"""The posterior's mean and covariance by self-normalised importance sampling.
+
+    Target: the prior :math:`N(0, s^2 I)` times the likelihood; proposal
+    :math:`N(m, c\,S)` (``mean``, ``widen`` times ``cov``: a Gaussian
+    approximation, widened so that its tails cover the target's).
+
+    Args:
+        log_lik: ``draws (samples, k) -> (samples,)`` log-likelihoods.
+        mean: :math:`m`, ``(k,)``.
+        cov: :math:`S`, ``(k, k)``.
+        prior_var: :math:`s^2`.
+        key: a JAX random key for the draws.
+        samples: the number of draws.
+        widen: :math:`c`.
+
+    Returns:
+        ``(mean (k,), cov (k, k), effective sample size)``, NumPy float64.
+    """
+    m, S = np.asarray(mean, np.float64), np.asarray(cov, np.float64)
+    chol = np.linalg.cholesky(widen * S)
+    eps = np.asarray(jax.random.normal(key, (samples, m.shape[0])), np.float64)
+    draws = m + eps @ chol.T
+    log_prior = -0.5 * np.sum(draws**2, axis=1) / prior_var
+    log_q = -0.5 * np.sum(eps**2, axis=1)  # up to a constant shared by all draws
+    log_w = np.asarray(log_lik(draws), np.float64) + log_prior - log_q
+    w = np.exp(log_w - log_w.max())
+    w /= w.sum()
+    m_is = w @ draws
+    centred = draws - m_is
+    return m_is, centred.T @ (centred * w[:, None]), float(1.0 / np.sum(w**2))

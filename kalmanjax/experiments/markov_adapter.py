@@ -59,7 +59,7 @@ from .. import CategoricalObservation, Gaussian, LinearDynamics, extended_kalman
 from .. import run as run_filter
 from ..nn import LowRankAdapter, icl_markov
 from ..tasks import markov as mk
-from ._baselines import online_fit
+from ._baselines import importance_posterior, online_fit
 from ._plot import pyplot
 from ._result import Claim, ExperimentResult, paired_difference, verdict_of_difference
 
@@ -432,25 +432,13 @@ def _known_theta(s, model, T, seed):
             np.asarray(covs[end - 1], np.float64),
         )
         sub = {key: val[:end] for key, val in xs.items()}
-        proposal_cov = 4.0 * S
-        L = np.linalg.cholesky(proposal_cov)
-        eps = np.asarray(
-            jax.random.normal(
-                jax.random.fold_in(k_is, n), (s["known_samples"], K_KNOWN)
-            )
+
+        def log_lik(draws, sub=sub):
+            return _stream_loglik(jnp.asarray(draws, jnp.float32), sub)
+
+        m_is, C_is, ess = importance_posterior(
+            log_lik, m, S, 1.0, jax.random.fold_in(k_is, n), s["known_samples"]
         )
-        draws = m + eps @ L.T
-        loglik = np.asarray(
-            _stream_loglik(jnp.asarray(draws, jnp.float32), sub), np.float64
-        )
-        log_prior = -0.5 * np.sum(draws**2, axis=1)
-        log_q = -0.5 * np.sum(eps**2, axis=1)  # up to the same constant for all draws
-        logw = loglik + log_prior - log_q
-        w = np.exp(logw - logw.max())
-        w /= w.sum()
-        ess = float(1.0 / np.sum(w**2))
-        m_is = w @ draws
-        C_is = (draws - m_is).T @ ((draws - m_is) * w[:, None])
         rows.append(
             dict(
                 chains=n,

@@ -2,6 +2,7 @@
 online fine-tuning (SGD, SGD 1/t, Polyak, Adam), the refits, the marginal-likelihood
 fit of the learned filter, the held-out law comparison."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -138,3 +139,24 @@ def test_heldout_error_picks_the_law_that_generated_the_curve():
     # the wrong law extrapolates badly: log-space errors of order one
     assert err(exponential, t, fit, test, "power law") > 1.0
     assert err(power, t, fit, test, "exponential") > 1.0
+
+
+def test_importance_posterior_of_a_linear_gaussian_model_is_the_closed_form(x64):
+    # y = X theta + noise with theta ~ N(0, s^2 I): the posterior is Gaussian and
+    # known; sampling from a deliberately wrong proposal must still recover it
+    rng = np.random.default_rng(8)
+    k, T, r, s2 = 3, 6, 0.5, 2.0
+    X = rng.normal(size=(T, k))
+    y = X @ rng.normal(size=k) + np.sqrt(r) * rng.normal(size=T)
+    mean, cov = ridge.posterior(X, y, r, s2)
+
+    def log_lik(draws):
+        return -0.5 * np.sum((y[None] - draws @ X.T) ** 2, axis=1) / r
+
+    m_is, C_is, ess = _baselines.importance_posterior(
+        log_lik, mean + 0.3, 0.5 * cov, s2, jax.random.key(0), 200_000
+    )
+    sd = np.sqrt(np.diag(cov))
+    assert ess > 10_000
+    np.testing.assert_allclose(m_is, mean, atol=0.02 * sd.max())
+    np.testing.assert_allclose(C_is, cov, atol=0.03 * np.max(np.abs(cov)))
