@@ -496,7 +496,7 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
         Claim(
             claim="Iterating the linearisation (IEKF, 3 Gauss-Newton steps) brings "
             "the nonlinear state's calibration ratio closer to 1 than the EKF's "
-            "(|log ratio|, bootstrap s.e. over draws)",
+            "(absolute log ratio, bootstrap s.e. over draws)",
             verdict=verdict_of_difference(*iekf_gain, "the IEKF", "the EKF"),
             measured=dict(
                 log_gap_difference=iekf_gain[0],
