@@ -52,6 +52,11 @@ def _format_numbers(measured: dict) -> str:
     return ", ".join(f"{k} = {fmt(v)}" for k, v in measured.items())
 
 
+def _cell(text: str) -> str:
+    """A markdown table cell: ``|`` escaped (it would end the cell), one line."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
 def _markdown(results) -> str:
     lines = [
         "| experiment | claim | verdict | measured | settings |",
@@ -60,10 +65,9 @@ def _markdown(results) -> str:
     for res in results:
         for c in res.claims:
             settings = ", ".join(f"{k}={v}" for k, v in c.settings.items())
-            lines.append(
-                f"| {res.name} | {c.claim} | **{c.verdict}** | "
-                f"{_format_numbers(c.measured)} | {settings} |"
-            )
+            cells = (res.name, c.claim, f"**{c.verdict}**")
+            cells += (_format_numbers(c.measured), settings)
+            lines.append("| " + " | ".join(_cell(x) for x in cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -142,7 +142,7 @@ for c in res_d.claims:
 
 # %%
 icl_claim, family_claim, mean_claim, uncertainty_claim = res_a.claims
-speed_claim, one_pass_claim, within_claim, why_claim = res_b.claims
+speed_claim, _, _, one_pass_claim, noise_claim, within_claim, why_claim = res_b.claims
 assert icl_claim.measured["noisy_targets_mean_ratio"] < 1.10, icl_claim
 assert icl_claim.measured["min_correlation_with_bayes_late"] > 0.95
 closest = family_claim.measured["closest"]
@@ -153,6 +153,7 @@ assert mean_claim.verdict == "fails" and mean_claim.measured["best_r2"] < 0.5
 head_calibration, nonlinear_calibration = res_d.claims[:2]
 assert 0.7 < head_calibration.measured["ratio_after_1"] < 1.4, head_calibration
 assert nonlinear_calibration.verdict.startswith("fails (overconfident")
-assert one_pass_claim.measured["ekf_gap_closed"] > 0.1
+assert one_pass_claim.measured["filter_gap_closed"] > 0.1
+assert abs(noise_claim.measured["mean_residual_correlation"]) < 0.1
 assert within_claim.measured["ekf_over_frozen_shifted"] > 1.0
 assert why_claim.measured["ekf_over_frozen_control"] > 1.0

@@ -54,3 +54,17 @@ def verdict_of_difference(diff: float, se: float, better: str, worse: str) -> st
     if diff < -2 * se:
         return f"fails ({worse} is better)"
     return "inconclusive (within 2 standard errors)"
+
+
+def quick_verdict(verdict: str, quick: bool, sample: str) -> str:
+    """A verdict as a ``quick`` run may state it.
+
+    Where the quick run is another regime (a smaller state, fewer prompts), a
+    decided verdict could contradict the default run's, so it is reported as
+    ``"inconclusive (quick: SAMPLE; VERDICT)"``: the direction it points to stays
+    visible, the decision is left to the default run. Undecided verdicts and
+    non-quick runs pass through.
+    """
+    if quick and not verdict.startswith("inconclusive"):
+        return f"inconclusive (quick: {sample}; {verdict})"
+    return verdict

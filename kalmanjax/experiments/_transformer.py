@@ -29,6 +29,7 @@ from ..nn.icl import (
     network_predictions,
     sample_prompts,
 )
+from ._baselines import online_fit
 
 SITE = "head.proj"
 
@@ -102,54 +103,60 @@ def heldout_errors(predict, thetas, x, y) -> np.ndarray:
     return np.asarray(_heldout_errors(predict, jnp.asarray(thetas), x, y))
 
 
-def ekf_over_observations(predict, k, s2, noise_var, obs, x, y):
-    """Filter theta over a stream of vector observations with the EKF.
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def ekf_over_prompts(predict, k: int, prior_var, noise_cov, x, y):
+    r"""Filter theta over a stream of prompts with the EKF, one prompt per step.
 
-    Step ``t`` observes ``obs[t]`` (shape ``(p,)``) as ``predict(theta, x[t],
-    y[t])`` plus noise of variance ``noise_var`` (``(p,)``); ``F = I``, ``Q = 0``.
+    Step ``t`` observes the prompt's outputs ``y[t]`` (``(n,)``) as
+    ``predict(theta, x[t], y[t])`` plus noise :math:`N(0, R)`; ``F = I``, ``Q = 0``,
+    prior :math:`N(0, s^2 I)`. ``prior_var`` and ``noise_cov`` are traced (a grid
+    of them compiles once, and ``vmap`` maps over them).
+
+    Args:
+        predict: ``predict(theta, x, y) -> (n,)``.
+        k: the size of theta.
+        prior_var: :math:`s^2`, a scalar.
+        noise_cov: :math:`R`, ``(n, n)`` (a full matrix: a prompt's residuals may
+            be correlated).
+        x: ``(T, n, d)`` inputs.
+        y: ``(T, n)`` outputs.
 
     Returns:
-        The filtered means ``(T, k)`` and covariance traces ``(T,)``.
+        The filtered means ``(T, k)``, covariance traces ``(T,)`` and the log
+        marginal likelihood of the stream (a scalar).
     """
     observation = NonlinearObservation(
-        fn=lambda th, u: predict(th, u["x"], u["y"]), R=jnp.diag(noise_var)
+        fn=lambda th, u: predict(th, u["x"], u["y"]), R=noise_cov
     )
     filt = extended_kalman_filter(
         LinearDynamics(F=jnp.eye(k), Q=jnp.zeros((k, k))), observation, form="sqrt"
     )
-    prior = Gaussian(mean=jnp.zeros(k), cov=s2 * jnp.eye(k))
-    out = jax.jit(lambda xs: run_filter(filt, prior, xs))({"obs": obs, "x": x, "y": y})
+    prior = Gaussian(mean=jnp.zeros(k), cov=prior_var * jnp.eye(k))
+    out = run_filter(filt, prior, {"obs": y, "x": x, "y": y})
     trace = jnp.sum(out.states.chol**2, axis=(1, 2))
-    return out.states.mean, trace
+    return out.states.mean, trace, jnp.sum(out.infos.log_likelihood)
 
 
-def finetune_paths(predict, k, transform, lrs, x, y, passes: int = 1):
-    """Fine-tune theta, one step per prompt in order, for every learning rate.
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def online_paths(predict, k: int, name: str, passes: int, lrs, horizons, x, y):
+    """Fine-tune theta online, one step per prompt in order, for every configuration.
 
-    ``transform`` is an optax transformation giving a direction (``optax.identity()``
-    for SGD, ``optax.scale_by_adam()`` for Adam); the step is ``-lr`` times it, and
-    the learning rates are mapped with ``vmap`` (one compilation for the grid). The
-    loss of a prompt is the mean squared error of its ``n`` predictions.
+    :func:`._baselines.online_fit` (``name`` one of its variants) on the prompt's
+    mean squared error, over ``passes`` passes of the stream; the configurations
+    ``(lrs[c], horizons[c])`` are mapped with ``vmap`` (one compilation).
 
     Returns:
-        theta after every step, shape ``(len(lrs), passes * T, k)``.
+        theta after every step, ``(C, passes * T, k)``.
     """
 
-    def loss(theta, a, b):
-        return jnp.mean((predict(theta, a, b) - b) ** 2)
+    def loss(theta, u):
+        return jnp.mean((predict(theta, *u) - u[1]) ** 2)
 
-    def path(lr):
-        def step(carry, batch):
-            theta, state = carry
-            direction, state = transform.update(jax.grad(loss)(theta, *batch), state)
-            theta = theta - lr * direction
-            return (theta, state), theta
-
-        theta0 = jnp.zeros(k)
-        xs = (jnp.concatenate([x] * passes), jnp.concatenate([y] * passes))
-        return jax.lax.scan(step, (theta0, transform.init(theta0)), xs)[1]
-
-    return jax.jit(jax.vmap(path))(jnp.asarray(lrs))
+    xs = (jnp.concatenate([x] * passes), jnp.concatenate([y] * passes))
+    theta0 = jnp.zeros(k, x.dtype)
+    return jax.vmap(lambda lr, h: online_fit(loss, theta0, xs, name, lr, h))(
+        lrs, horizons
+    )
 
 
 @functools.partial(jax.jit, static_argnums=(0, 2))
@@ -162,9 +169,15 @@ def draw(config: ICLConfig, seed: int, num: int, weight_mean=None):
     return _draw(config, jax.random.key(seed), num, weight_mean)
 
 
-def checkpoints(total: int) -> np.ndarray:
-    """Prompt counts to evaluate at: the powers of two up to ``total``, and it."""
-    c = 2 ** np.arange(int(np.log2(total)) + 1)
+def checkpoints(total: int, every: int | None = None) -> np.ndarray:
+    """Prompt counts to evaluate at: the powers of two up to ``total``, and it.
+
+    With ``every``: the powers of two below it, then every ``every`` prompts.
+    """
+    top = total if every is None else min(total, every)
+    c = 2 ** np.arange(int(np.log2(top)) + 1)
+    if every is not None:
+        c = np.append(c, np.arange(every, total + 1, every))
     return np.unique(np.append(c, total))
 
 

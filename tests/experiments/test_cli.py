@@ -14,15 +14,15 @@ from tests.reference import ridge
 assert EXPERIMENTS  # an empty table must fail, not pass vacuously
 
 
-# every experiment at smoke size in one process: minutes on 2 cores
-@pytest.mark.timeout(900)
+# every experiment at smoke size in one process: 6.5 min alone on 2 cores
+@pytest.mark.timeout(1260)
 def test_quick_run_writes_every_figure_and_verdict(tmp_path):
     env = {"MPLBACKEND": "Agg", "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run(
         [sys.executable, "-m", "kalmanjax", "--quick", "--out", str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=840,
+        timeout=1200,
         env={**__import__("os").environ, **env},
     )
     assert proc.returncode == 0, proc.stderr
@@ -163,3 +163,15 @@ def test_a_missing_extra_is_a_one_line_error(name, missing, tmp_path):
     assert f"needs {missing}, which is not installed" in lines[0]
     assert EXTRA in lines[0]
     assert not out.exists()  # checked before anything ran or was written
+
+
+def test_markdown_escapes_the_column_separator():
+    from kalmanjax.experiments import Claim, ExperimentResult
+
+    claim = Claim(
+        claim="|x| < 1", verdict="holds", measured={"v": 1.0}, settings={"s": "a|b"}
+    )
+    row = cli._markdown([ExperimentResult(name="e", data={}, claims=[claim])])
+    row = row.splitlines()[2]
+    assert row.count("|") - row.count("\\|") == 6  # the cell borders only
+    assert "\\|x\\| < 1" in row and "a\\|b" in row

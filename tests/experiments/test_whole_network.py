@@ -35,7 +35,8 @@ def test_fields_figure_and_verdicts(result, tmp_path):
         for g in per_seed:
             assert g["final_gap"][g["best_index"]] == max(g["final_gap"]), key
     for c in result.claims:
-        assert c.verdict == "holds" or c.verdict.startswith(("fails (", "inconclusive"))
+        # quick is another regime: it leaves every decision to the default run
+        assert c.verdict.startswith("inconclusive"), c.verdict
         assert (
             np.isfinite(c.measured["difference"]) and c.measured["standard_error"] > 0
         )
