@@ -143,5 +143,8 @@ net_ft, net_ekf, counts, probe, shift = res_b.claims
 assert net_ft.verdict == "holds" and counts.verdict == "holds", (net_ft, counts)
 assert probe.verdict == "holds" and shift.verdict == "holds", (probe, shift)
 *across, vs_refit, within_shifted, within_control, known = res_c.claims
-assert vs_refit.verdict.startswith("fails"), vs_refit
+# a smoke run checkpoints at 4 and 8 chains, not 8 and 64: it leaves the across-
+# chain verdicts to the default run, but says which way they point
+assert vs_refit.verdict.startswith("inconclusive (quick" if SMOKE else "fails")
+assert "fails" in vs_refit.verdict, vs_refit
 assert within_shifted.verdict == "holds" and known.verdict == "holds"

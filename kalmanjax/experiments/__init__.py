@@ -14,7 +14,7 @@ message names the extra to install.
 Examples:
     >>> from kalmanjax.experiments import EXPERIMENTS
     >>> "collapse" in EXPERIMENTS, len(EXPERIMENTS)
-    (True, 15)
+    (True, 16)
     >>> EXPERIMENTS.describe("contraction")
     'Contraction rates, regime by regime (theory.md, item 4).'
     >>> EXPERIMENTS.module_name("limits")
@@ -225,6 +225,12 @@ EXPERIMENTS = Registry(
             "network_covariance",
             r"The covariance claims on the network, with a known :math:`\theta^*`.",
             ("flax", "optax"),
+        ),
+        "network_informativeness": ExperimentSpec(
+            "network_informativeness",
+            "Prompt informativeness on the network: prompts chosen by their "
+            "information.",
+            ("flax",),
         ),
         "markov_logits": ExperimentSpec(
             "markov_logits",

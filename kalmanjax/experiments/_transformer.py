@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -137,6 +138,70 @@ def ekf_over_prompts(predict, k: int, prior_var, noise_cov, x, y):
     return out.states.mean, trace, jnp.sum(out.infos.log_likelihood)
 
 
+def residual_covariance(predict, k: int, prior_var: float, x, y, hx, hy):
+    """The ``(n, n)`` second moment of held-out residuals at a first filter fit.
+
+    The EKF over the stream ``(x, y)`` with noise the frozen network's
+    per-position squared error (diagonal) and prior :math:`N(0, s^2 I)`; its last
+    mean predicts the held-out prompts ``(hx, hy)``, whose residuals give the
+    moment (full: a prompt's residuals share its task and may be correlated).
+    """
+    zero = jnp.zeros(k, y.dtype)
+    frozen = jax.vmap(lambda a, b: predict(zero, a, b))(x, y)
+    first = jnp.diag(jnp.mean((frozen - y) ** 2, axis=0))
+    theta = ekf_over_prompts(predict, k, prior_var, first, x, y)[0][-1]
+    resid = hy - jax.vmap(lambda a, b: predict(theta, a, b))(hx, hy)
+    return resid.T @ resid / resid.shape[0]
+
+
+class ScaleFit(NamedTuple):
+    """The grid point of :func:`fit_scales`."""
+
+    noise_scale: float
+    prior_scale: float
+    #: its flat index in the ``shape`` grid (noise scales x prior scales)
+    flat_index: int
+    shape: tuple[int, int]
+    log_lik_per_prompt: float
+
+
+def fit_scales(
+    predict, k: int, prior_var, noise_cov, noise_scales, prior_scales, x, y
+) -> ScaleFit:
+    """Noise and prior multipliers maximising the stream's marginal likelihood.
+
+    The EKF with noise ``a * noise_cov`` and prior ``b * prior_var * I`` over the
+    grid ``noise_scales x prior_scales`` (one compilation, ``vmap``).
+
+    Returns:
+        A :class:`ScaleFit`: the best pair, its flat index in the
+        ``(len(noise_scales), len(prior_scales))`` grid, and its log-likelihood
+        per prompt.
+    """
+    shape = (len(noise_scales), len(prior_scales))
+    a, b = (
+        v.ravel()
+        for v in jnp.meshgrid(
+            jnp.asarray(noise_scales, y.dtype),
+            jnp.asarray(prior_scales, y.dtype),
+            indexing="ij",
+        )
+    )
+    log_lik = jax.vmap(
+        lambda ra, pb: ekf_over_prompts(
+            predict, k, pb * prior_var, ra * noise_cov, x, y
+        )[2]
+    )(a, b)
+    best = int(jnp.argmax(log_lik))
+    return ScaleFit(
+        noise_scale=float(a[best]),
+        prior_scale=float(b[best]),
+        flat_index=best,
+        shape=shape,
+        log_lik_per_prompt=float(log_lik[best]) / y.shape[0],
+    )
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def online_paths(predict, k: int, name: str, passes: int, lrs, horizons, x, y):
     """Fine-tune theta online, one step per prompt in order, for every configuration.
@@ -159,6 +224,48 @@ def online_paths(predict, k: int, name: str, passes: int, lrs, horizons, x, y):
     )
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def ridge_refits(predict, k: int, lambdas, steps, x, y):
+    r"""Refit theta on all prompts seen so far, by ridge on the linearisation at 0.
+
+    After ``t`` prompts, :math:`\hat\theta_t(\lambda) = \arg\min_\theta
+    \sum_{s \le t} \lVert y_s - p_s - J_s \theta \rVert^2 + \lambda \lVert
+    \theta \rVert^2` with :math:`p_s` and :math:`J_s` the prompt's predictions and
+    ``(n, k)`` Jacobian at :math:`\theta = 0`: one Gauss-Newton step from 0, the
+    exact least-squares refit when ``predict`` is affine in theta (as the head
+    adapter is). A small ``lambda`` is least squares (minimum norm while the
+    prompts do not yet determine theta).
+
+    Args:
+        predict: ``predict(theta, x, y) -> (n,)``.
+        k: the size of theta.
+        lambdas: ``(C,)`` ridge penalties.
+        steps: ``(P,)`` prompt counts to refit at (1-based).
+        x: ``(T, n, d)`` inputs.
+        y: ``(T, n)`` outputs.
+
+    Returns:
+        ``(C, P, k)``: the refit after ``steps[p]`` prompts, for each penalty.
+    """
+    zero = jnp.zeros(k, y.dtype)
+
+    def normal_equations(a, b):
+        jac = jax.jacfwd(predict)(zero, a, b)
+        return jac.T @ jac, jac.T @ (b - predict(zero, a, b))
+
+    gram, moment = jax.vmap(normal_equations)(x, y)
+    gram = jnp.cumsum(gram, axis=0)[steps - 1]
+    moment = jnp.cumsum(moment, axis=0)[steps - 1]
+    eye = jnp.eye(k, dtype=y.dtype)
+
+    def refit(lam):  # lax.map, not vmap: one LAPACK solve at a time on CPU
+        return jax.lax.map(
+            lambda gm: jnp.linalg.solve(gm[0] + lam * eye, gm[1]), (gram, moment)
+        )
+
+    return jax.lax.map(refit, lambdas)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 2))
 def _draw(config, key, num, weight_mean):
     return sample_prompts(key, num, config, weight_mean=weight_mean)[1:]
@@ -179,9 +286,3 @@ def checkpoints(total: int, every: int | None = None) -> np.ndarray:
     if every is not None:
         c = np.append(c, np.arange(every, total + 1, every))
     return np.unique(np.append(c, total))
-
-
-def tokens_to_reach(errors: np.ndarray, tokens: np.ndarray, target: float) -> float:
-    """The first token count at which ``errors <= target`` (NaN: never)."""
-    hit = np.nonzero(errors <= target)[0]
-    return float(tokens[hit[0]]) if hit.size else float("nan")

@@ -58,7 +58,8 @@ def test_expected_verdicts_at_smoke_size(result):
         frac = res.data["frac_sigma_first_by_distance"][:, -1]
         assert frac[0] > 0.9 and frac[-1] < 0.2  # near tasks lead, far tasks lag
     elif module is observability:
-        assert v == ["holds"] * 3
+        # three theorems, the MSE bound on model data, and its overconfident control
+        assert v == ["holds"] * 5
     elif module is contraction:
         # the tail and Riccati laws are decided; at T = 256 and d = 4 the early
         # phase (4 points) and the floor window (18 points) are too short to decide
@@ -112,7 +113,7 @@ def test_calibration_ekf_on_a_nearly_linear_model_is_the_kalman_filter(x64):
 
 #: the experiments whose verdicts are statistical (paired differences with
 #: standard errors): a quick run may be inconclusive, never contradict the default
-AGREE = [contraction, informativeness, finetune]
+AGREE = [observability, contraction, informativeness, finetune]
 
 
 def _direction(verdict):

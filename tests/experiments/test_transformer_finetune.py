@@ -64,6 +64,52 @@ def test_online_paths_are_sgd_over_the_passes(x64):
             np.testing.assert_allclose(paths[c, step], theta, rtol=1e-10, atol=1e-13)
 
 
+def test_ridge_refits_are_numpy_ridge_on_the_prompts_seen(x64):
+    # an affine predict (offset p + J theta): the refit after t prompts is the ridge
+    # solution of the stacked outputs minus the offsets, for every penalty
+    rng = np.random.default_rng(2)
+    T_, n, d, k = 6, 3, 2, 5
+    W, x, y, _ = _linear_model(rng, T_, n, d, k)
+
+    def predict(th, a, b):  # the offset is found from the inputs, as in a network
+        return a @ (jnp.asarray(W) @ th) + jnp.sum(a, axis=1)
+
+    offset = x.sum(axis=2)
+    lambdas, steps = np.array([1e-3, 0.5, 4.0]), np.array([1, 2, 6])
+    got = T.ridge_refits(
+        predict, k, jnp.asarray(lambdas), jnp.asarray(steps), jnp.asarray(x), y
+    )
+    assert got.shape == (3, 3, k)
+    for c, lam in enumerate(lambdas):
+        for p, t in enumerate(steps):
+            H = (x[:t] @ W).reshape(t * n, k)
+            v = (y[:t] - offset[:t]).ravel()
+            want = np.linalg.solve(H.T @ H + lam * np.eye(k), H.T @ v)
+            np.testing.assert_allclose(got[c, p], want, rtol=1e-8, atol=1e-11)
+
+
+def test_fit_scales_maximises_the_joint_gaussian_likelihood(x64):
+    rng = np.random.default_rng(3)
+    T_, n, d, k, s2 = 6, 3, 2, 4, 0.5
+    W, x, y, predict = _linear_model(rng, T_, n, d, k)
+    R = 0.09 * np.eye(n)
+    noise, prior = (0.25, 1.0, 4.0), (0.1, 1.0, 10.0)
+    fit = T.fit_scales(
+        predict, k, s2, jnp.asarray(R), noise, prior, jnp.asarray(x), jnp.asarray(y)
+    )
+    H = (x @ W).reshape(T_ * n, k)
+    v = y.ravel()
+
+    def log_lik(a, b):
+        S = b * s2 * H @ H.T + a * np.kron(np.eye(T_), R)
+        return -0.5 * (v @ np.linalg.solve(S, v) + np.linalg.slogdet(2 * np.pi * S)[1])
+
+    grid = np.array([[log_lik(a, b) for b in prior] for a in noise])
+    i, j = np.unravel_index(np.argmax(grid), grid.shape)
+    assert (fit.noise_scale, fit.prior_scale) == (noise[i], prior[j])
+    np.testing.assert_allclose(fit.log_lik_per_prompt, grid.max() / T_, rtol=1e-9)
+
+
 def test_checkpoints_every_eight_prompts():
     np.testing.assert_array_equal(T.checkpoints(40, 8), [1, 2, 4, 8, 16, 24, 32, 40])
     np.testing.assert_array_equal(T.checkpoints(20, 8), [1, 2, 4, 8, 16, 20])
@@ -96,6 +142,12 @@ def test_within_and_why_not_verdicts():
     assert tf._why_not_verdict(ratio(1.4, 1.1), 0.3, 0.01) == "fails"
     assert tf._why_not_verdict(ratio(0.9, 1.0), -0.1 + 0.05, 0.01) == "fails"
     assert tf._why_not_verdict(ratio(1.2, 1.12), 0.08, 0.02).startswith("inconclusive")
+
+
+def test_equivalence_verdict():
+    assert tf._equivalence_verdict(-0.01, 0.004, 0.03) == "holds"
+    assert tf._equivalence_verdict(0.1, 0.01, 0.03) == "fails"
+    assert tf._equivalence_verdict(-0.02, 0.01, 0.03).startswith("inconclusive")
 
 
 def test_quick_verdict_leaves_the_decision_to_the_default_run():
