@@ -148,3 +148,9 @@ assert probe.verdict == "holds" and shift.verdict == "holds", (probe, shift)
 assert vs_refit.verdict.startswith("inconclusive (quick" if SMOKE else "fails")
 assert "fails" in vs_refit.verdict, vs_refit
 assert within_shifted.verdict == "holds" and known.verdict == "holds"
+# where the smoke size decides less, it must not contradict the default run
+assert ft.verdict.startswith(("holds", "inconclusive")), ft
+v8 = shifted.measured["V=8, T=256"]["ekf_vs_best_optimizer"]["verdict"]
+assert v8.startswith("fails"), shifted  # at V = 8 fine-tuning wins, at either size
+assert net_ekf.verdict.startswith(("fails", "inconclusive")), net_ekf
+assert within_control.verdict.startswith(("fails", "inconclusive")), within_control

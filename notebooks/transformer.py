@@ -6,7 +6,8 @@
 # $w \sim N(0, I_5)$, $y_i = w^\top x_i + v_i$, 20 pairs per prompt). We ask:
 #
 # a. is its in-context learning the Kalman filter over $w$ (predictions, and what
-#    its residual stream encodes)?
+#    its residual stream encodes)? And a second network, trained in the setting of
+#    Raventos et al. (2023) on a finite pool of tasks: ridge, or its pool's Bayes?
 # b. across a stream of prompts from a *shifted* task family, does an EKF over a
 #    low-dimensional adapter $\theta$ (Jacobians by `jax.jacfwd` through the
 #    network) adapt faster than fine-tuning $\theta$ with SGD / Adam?
@@ -143,6 +144,11 @@ for c in res_e.claims:
 #   verdict above), so "it is the Bayes predictor" is an approximation;
 # * its residual stream carries the filter's uncertainty $\log\det\Sigma$
 #   (mostly through the position);
+# * in the setting of Raventos et al. (2023) ($d = 8$, 16 pairs, a second network
+#   pretrained on a pool of $2^{15}$ tasks) the network predicts like ridge (the
+#   Kalman filter under a Gaussian prior), not like the Bayes predictor of its
+#   own pool (dMMSE), on new tasks and even on the pool's own tasks, as they found
+#   above their task-diversity threshold (last panel of figure a);
 # * filtering an adapter across prompts of a shifted family improves on the frozen
 #   network on held-out prompts;
 # * within a single prompt, filtering the adapter token by token makes things worse,
@@ -162,7 +168,7 @@ for c in res_e.claims:
 # `python -m kalmanjax transformer_finetune network_informativeness`).
 
 # %%
-icl_claim, family_claim, mean_claim, uncertainty_claim = res_a.claims
+icl_claim, family_claim, mean_claim, uncertainty_claim, anchor_claim = res_a.claims
 speed_claim, _, _, one_pass_claim, noise_claim, _, within_claim, why_claim = (
     res_b.claims
 )
@@ -173,7 +179,11 @@ assert closest.startswith("ridge x"), family_claim
 assert 0.25 <= float(closest.removeprefix("ridge x")) <= 4.0, family_claim
 assert uncertainty_claim.verdict.startswith("holds"), uncertainty_claim
 assert mean_claim.verdict == "fails" and mean_claim.measured["best_r2"] < 0.5
+assert anchor_claim.verdict == "holds", anchor_claim
+seen = anchor_claim.measured["seen_tasks"]
+assert seen["distance_to_ridge"] < seen["distance_to_dmmse"], seen
 head_calibration, nonlinear_calibration = res_d.claims[:2]
+assert res_d.claims[5].verdict == "holds", res_d.claims[5]  # unexcited directions
 assert 0.7 < head_calibration.measured["ratio_after_1"] < 1.4, head_calibration
 assert nonlinear_calibration.verdict.startswith("fails (overconfident")
 assert one_pass_claim.measured["filter_gap_closed"] > 0.1

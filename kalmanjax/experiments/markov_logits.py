@@ -393,14 +393,26 @@ def tokens_to_stay_below(curve: np.ndarray, threshold: float) -> float:
 
 
 def _shifted_verdict(per_family: dict[str, str]) -> str:
+    """One verdict over the families that names each family's side.
+
+    "holds" on every family; else "holds only on A (fails on B; inconclusive on
+    C)", or "fails (on B; inconclusive on C)", so a smaller run that decides fewer
+    families can be compared family by family.
+    """
     holds = [k for k, v in per_family.items() if v == "holds"]
     fails = [k for k, v in per_family.items() if v.startswith("fails")]
+    undecided = [k for k in per_family if k not in holds and k not in fails]
     if len(holds) == len(per_family):
         return "holds"
+    rest = "; ".join(
+        f"{word} on {', '.join(names)}"
+        for word, names in (("fails", fails), ("inconclusive", undecided))
+        if names
+    )
     if holds:
-        return f"holds only on {', '.join(holds)}"
+        return f"holds only on {', '.join(holds)} ({rest})"
     if fails:
-        return f"fails (on {', '.join(fails)})"
+        return f"fails ({rest})"
     return "inconclusive (within 2 standard errors on every family)"
 
 

@@ -33,7 +33,8 @@ def load_weights(
     payload = serialization.msgpack_restore(Path(path).read_bytes())
     raw = json.loads(str(payload["config"]))
     fields = config_type._fields  # pyright: ignore[reportAttributeAccessIssue]
-    config = config_type(**{k: raw[k] for k in fields})
+    # fields added since the file was written take the config's defaults
+    config = config_type(**{k: raw[k] for k in fields if k in raw})
     meta = {k: v for k, v in raw.items() if k not in fields}
     # build the structure abstractly (no eager random initialisation), then fill it
     graphdef, state = nnx.split(nnx.eval_shape(lambda: build(config)))

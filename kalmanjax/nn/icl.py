@@ -14,7 +14,12 @@ the network's error over Bayes' per position.
 
 A small transformer trained on this family ships with the package
 (:func:`load_pretrained`, flax msgpack, no pickle); ``python -m kalmanjax.nn.icl
-train`` retrains it (seeded).
+train`` retrains it (seeded). A second one is trained in the setting of Raventos et
+al. (2023): :math:`d = 8`, 16 pairs, :math:`\sigma^2 = 0.25`, and a *finite* pool of
+:math:`M = 2^{15}` pretraining tasks (:func:`task_pool`), so that the Bayes
+predictor of its training distribution (:func:`discrete_bayes_predictions`, their
+dMMSE) differs from ridge (``load_pretrained("raventos")``; ``train --setting
+raventos``).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ __all__ = [
     "ICLConfig",
     "bayes_predictions",
     "build_model",
+    "discrete_bayes_predictions",
     "encode",
     "evaluate",
     "load",
@@ -50,11 +56,13 @@ __all__ = [
     "network_predictions",
     "sample_prompts",
     "save",
+    "task_pool",
     "train",
 ]
 
-#: where the shipped weights live
+#: where the shipped weights live, per setting (see :data:`SETTINGS`)
 WEIGHTS = Path(__file__).parent / "weights" / "icl_regression.msgpack"
+RAVENTOS_WEIGHTS = Path(__file__).parent / "weights" / "icl_regression_raventos.msgpack"
 
 
 class ICLConfig(NamedTuple):
@@ -66,6 +74,9 @@ class ICLConfig(NamedTuple):
         noise_var: :math:`\\sigma^2`.
         prior_var: :math:`\\tau^2`, the variance of each weight.
         width, depth, heads: the transformer's shape.
+        num_tasks: :math:`M`, the size of the pretraining pool of tasks
+            (:func:`task_pool`); 0: a fresh :math:`w` for every prompt.
+        task_seed: seeds the pool.
     """
 
     dim: int = 5
@@ -75,10 +86,39 @@ class ICLConfig(NamedTuple):
     width: int = 64
     depth: int = 3
     heads: int = 4
+    num_tasks: int = 0
+    task_seed: int = 0
 
 
 #: the shipped model's task family and shape
 DEFAULT_CONFIG = ICLConfig()
+#: the setting of Raventos et al. (2023), with 2^15 pretraining tasks
+RAVENTOS_CONFIG = ICLConfig(dim=8, num_pairs=16, num_tasks=2**15)
+#: setting name -> (config, where its shipped weights live)
+SETTINGS = {
+    "default": (DEFAULT_CONFIG, WEIGHTS),
+    "raventos": (RAVENTOS_CONFIG, RAVENTOS_WEIGHTS),
+}
+
+
+def task_pool(config: ICLConfig, dtype=jnp.float32) -> Float[Array, "tasks state"]:
+    r"""The :math:`M` pretraining tasks :math:`w^{(m)} \sim N(0, \tau^2 I_d)`.
+
+    Drawn from ``config.task_seed``, so a config fixes its pool.
+
+    Returns:
+        ``(M, d)``.
+
+    Raises:
+        ValueError: if ``config.num_tasks`` is 0 (no pool).
+    """
+    if config.num_tasks < 1:
+        raise ValueError(
+            f"config.num_tasks must be >= 1 for a task pool, got {config.num_tasks}"
+        )
+    key = jax.random.key(config.task_seed)
+    shape = (config.num_tasks, config.dim)
+    return jnp.sqrt(config.prior_var) * jax.random.normal(key, shape, dtype)
 
 
 def sample_prompts(
@@ -87,6 +127,7 @@ def sample_prompts(
     config: ICLConfig,
     *,
     weight_mean: Float[ArrayLike, " state"] | None = None,
+    tasks: Float[ArrayLike, "tasks state"] | None = None,
     dtype=jnp.float32,
 ) -> tuple[Array, Array, Array]:
     r"""Draw prompts from the task family.
@@ -96,6 +137,8 @@ def sample_prompts(
         num_prompts: :math:`B`.
         config: the task family.
         weight_mean: :math:`\\mu_w` (shape ``(d,)``; default 0): a shifted family.
+        tasks: ``(M, d)``: draw each :math:`w` uniformly from these rows (e.g.
+            :func:`task_pool`) instead of from the Gaussian.
         dtype: floating dtype of the arrays.
 
     Returns:
@@ -103,7 +146,13 @@ def sample_prompts(
     """
     d, n = config.dim, config.num_pairs
     kw, kx, kv = jax.random.split(key, 3)
-    w = jnp.sqrt(config.prior_var) * jax.random.normal(kw, (num_prompts, d), dtype)
+    if tasks is None:
+        w = jnp.sqrt(config.prior_var) * jax.random.normal(kw, (num_prompts, d), dtype)
+    else:
+        tasks = jnp.asarray(tasks, dtype)
+        if tasks.ndim != 2 or tasks.shape[1] != d:
+            raise ValueError(f"tasks must have shape (M, {d}), got {tasks.shape}")
+        w = tasks[jax.random.randint(kw, (num_prompts,), 0, tasks.shape[0])]
     if weight_mean is not None:
         w = w + jnp.asarray(weight_mean, dtype)[None, :]
     x = jax.random.normal(kx, (num_prompts, n, d), dtype)
@@ -176,6 +225,35 @@ def bayes_predictions(
     return pred, var
 
 
+def discrete_bayes_predictions(
+    x: Float[Array, "time state"],
+    y: Float[Array, " time"],
+    tasks: Float[ArrayLike, "tasks state"],
+    noise_var: float,
+) -> Float[Array, " time"]:
+    r"""Bayes' predictions of :math:`y_i` under a uniform prior on a finite pool.
+
+    The dMMSE estimator of Raventos et al. (2023): with the prior uniform on the
+    rows :math:`w^{(m)}` of ``tasks``, :math:`\hat y_i = \sum_m p_{i,m}\, x_i^\top
+    w^{(m)}`, :math:`p_{i,m} \propto \exp(-\sum_{j<i} (y_j - x_j^\top
+    w^{(m)})^2 / 2\sigma^2)`. In the dtype of ``x``.
+
+    Args:
+        x: ``(n, d)``, one prompt's inputs.
+        y: ``(n,)``, its outputs.
+        tasks: ``(M, d)``, the pool (e.g. :func:`task_pool`).
+        noise_var: :math:`\sigma^2`.
+
+    Returns:
+        ``(n,)``: the prediction of each :math:`y_i` from the pairs before it.
+    """
+    tasks = jnp.asarray(tasks, x.dtype)
+    fits = x @ tasks.T  # (n, M): x_i . w_m
+    sq = (y[:, None] - fits) ** 2
+    logits = -(jnp.cumsum(sq, axis=0) - sq) / (2 * noise_var)  # pairs before i
+    return jnp.sum(jax.nn.softmax(logits, axis=1) * fits, axis=1)
+
+
 # ---------------------------------------------------------------------- training
 
 
@@ -197,6 +275,8 @@ def train(
 ) -> tuple[Transformer, dict]:
     """Train the transformer on fresh prompts (seeded, reproducible).
 
+    With ``config.num_tasks`` set, each prompt's :math:`w` is a row of
+    :func:`task_pool` (its inputs and noise are fresh); otherwise a fresh draw.
     AdamW (weight decay 1e-4) with a 2% linear warm-up and cosine decay to zero,
     gradients clipped at norm 1; ``fused_steps`` steps run inside one
     ``lax.scan`` per jitted call.
@@ -215,9 +295,10 @@ def train(
         ``(model, info)`` with ``info = {"steps", "seconds", "final_loss"}``.
     """
     model = build_model(config, seed=seed)
+    tasks = task_pool(config) if config.num_tasks else None
 
     def batch_loss(model, key):
-        _, x, y = sample_prompts(key, batch_size, config)
+        _, x, y = sample_prompts(key, batch_size, config, tasks=tasks)
         return _loss(model, x, y)
 
     info = fit(
@@ -246,13 +327,22 @@ def load(path: str | Path) -> tuple[Transformer, ICLConfig, dict]:
     return load_weights(path, ICLConfig, build_model)
 
 
-def load_pretrained() -> tuple[Transformer, ICLConfig, dict]:
-    """The shipped in-context regression transformer: ``(model, config, meta)``."""
-    if not WEIGHTS.exists():
+def load_pretrained(setting: str = "default") -> tuple[Transformer, ICLConfig, dict]:
+    """A shipped in-context regression transformer: ``(model, config, meta)``.
+
+    Args:
+        setting: ``"default"`` (:data:`DEFAULT_CONFIG`) or ``"raventos"``
+            (:data:`RAVENTOS_CONFIG`), a key of :data:`SETTINGS`.
+    """
+    if setting not in SETTINGS:
+        raise ValueError(f"setting must be one of {sorted(SETTINGS)}, got {setting!r}")
+    path = SETTINGS[setting][1]
+    if not path.exists():
         raise FileNotFoundError(
-            f"{WEIGHTS} is missing; retrain it with `python -m kalmanjax.nn.icl train`"
+            f"{path} is missing; retrain it with "
+            f"`python -m kalmanjax.nn.icl train --setting {setting}`"
         )
-    return load(WEIGHTS)
+    return load(path)
 
 
 # -------------------------------------------------------------------- evaluation
@@ -317,10 +407,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m kalmanjax.nn.icl", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train and save the weights (seeded)")
+    t.add_argument("--setting", choices=sorted(SETTINGS), default="default")
     t.add_argument("--steps", type=int, default=40_000)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--minutes", type=float, default=None, help="wall-time cap")
-    t.add_argument("--out", default=str(WEIGHTS))
+    t.add_argument("--out", default=None, help="default: the setting's shipped file")
     t.add_argument(
         "--eval-prompts", type=int, default=4096, help="prompts for the stated ratio"
     )
@@ -337,14 +428,15 @@ def main(argv: list[str] | None = None) -> int:
             if step % 1000 < 20 or step == args.steps:
                 print(f"step {step:6d}  loss {loss:.4f}  {seconds:7.1f} s", flush=True)
 
-        config = ICLConfig()
+        config, shipped = SETTINGS[args.setting]
         cap = None if args.minutes is None else 60 * args.minutes
         model, info = train(
             config, steps=args.steps, seed=args.seed, max_seconds=cap, log=log
         )
         res = evaluate(model, config, num_prompts=args.eval_prompts)
         stated = dict(mean_ratio=res["mean_ratio"], mean_ratio_se=res["mean_ratio_se"])
-        save(model, config, args.out, seed=args.seed, **info, **stated)
+        out = shipped if args.out is None else args.out
+        save(model, config, out, seed=args.seed, **info, **stated)
         print(json.dumps({**info, **stated}))
         return 0
     if not Path(args.weights).exists():

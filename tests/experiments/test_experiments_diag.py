@@ -14,6 +14,7 @@ from kalmanjax.experiments import (
     informativeness,
     observability,
     precedes,
+    transformer_icl,
 )
 from tests.reference import ridge
 
@@ -112,8 +113,13 @@ def test_calibration_ekf_on_a_nearly_linear_model_is_the_kalman_filter(x64):
 
 
 #: the experiments whose verdicts are statistical (paired differences with
-#: standard errors): a quick run may be inconclusive, never contradict the default
-AGREE = [observability, contraction, informativeness, finetune]
+#: standard errors): a quick run may be inconclusive, never contradict the default.
+#: transformer_icl is the one network experiment cheap enough (about 40 s) to
+#: run at both sizes. The others, too slow to run at both sizes here, are
+#: checked by their notebooks' last cells, which assert the same directions at the
+#: smoke size (tests/test_notebooks.py) and at the default size (the executed
+#: .ipynb); where a quick run is another regime they say "inconclusive (quick ...)".
+AGREE = [observability, contraction, informativeness, finetune, transformer_icl]
 
 
 def _direction(verdict):

@@ -51,6 +51,21 @@ def test_icl_comparison_fields(results, tmp_path):
             assert d[f"{key}_{token}"].shape == (layers,)
         for key in ("r2_logdet", "r2_trace"):
             assert d[f"{key}_{token}_within"].shape == (layers,)
+    anchor = res.claims[-1]
+    assert anchor.claim.startswith("External anchor, the setting of Raventos")
+    assert anchor.settings["anchor_dim"] == 8 and anchor.settings["anchor_num_tasks"]
+    for tasks in ("new", "seen"):
+        m = anchor.measured[f"{tasks}_tasks"]
+        diff = m["distance_to_dmmse"] - m["distance_to_ridge"]
+        np.testing.assert_allclose(m["dmmse_minus_ridge"], diff, rtol=1e-9)
+        assert m["se"] > 0
+        assert set(d["anchor_excess"][tasks]) == {"network", "ridge x1", "dMMSE"}
+        for curve in d["anchor_excess"][tasks].values():
+            assert curve.shape == (16,) and np.all(curve >= 0)
+    # on its own pool's tasks dMMSE (Bayes there) beats ridge, on new ones ridge
+    seen, new = anchor.measured["seen_tasks"], anchor.measured["new_tasks"]
+    assert seen["excess_dmmse"] < seen["excess_ridge"]
+    assert new["excess_ridge"] < new["excess_dmmse"]
     transformer_icl.plot(res, tmp_path / "a.png")
     assert (tmp_path / "a.png").stat().st_size > 10_000
 

@@ -41,20 +41,63 @@ def test_bayes_predictions_are_the_ridge_posterior_predictive(shifted, x64):
         )
 
 
-def test_shipped_weights_load_without_pickle_and_reach_the_stated_ratio():
-    raw = icl.WEIGHTS.read_bytes()
+def test_discrete_bayes_predictions_are_the_posterior_mean_over_the_pool(x64):
+    rng = np.random.default_rng(5)
+    M, n, d, r = 9, 7, 3, 0.4
+    tasks, x, y = rng.normal(size=(M, d)), rng.normal(size=(n, d)), rng.normal(size=n)
+    got = icl.discrete_bayes_predictions(jnp.asarray(x), jnp.asarray(y), tasks, r)
+    assert got.dtype == jnp.float64 and got.shape == (n,)
+    for i in range(n):  # posterior over the pool given the pairs before i
+        loglik = np.array(
+            [-np.sum((y[:i] - x[:i] @ tasks[m]) ** 2) / (2 * r) for m in range(M)]
+        )
+        post = np.exp(loglik - loglik.max())
+        post /= post.sum()
+        np.testing.assert_allclose(got[i], post @ (tasks @ x[i]), rtol=1e-10)
+    # a pool of one task predicts with it, whatever the data say
+    one = icl.discrete_bayes_predictions(jnp.asarray(x), jnp.asarray(y), tasks[:1], r)
+    np.testing.assert_allclose(one, x @ tasks[0], rtol=1e-12)
+
+
+def test_a_finite_task_pool_is_fixed_by_the_config_and_sampled_by_row():
+    config = icl.ICLConfig(dim=3, num_pairs=4, num_tasks=5, task_seed=7)
+    pool = np.asarray(icl.task_pool(config))
+    assert pool.shape == (5, 3)
+    np.testing.assert_array_equal(pool, icl.task_pool(config))
+    assert not np.allclose(pool, icl.task_pool(config._replace(task_seed=8)))
+    w, _, _ = icl.sample_prompts(jax.random.key(1), 64, config, tasks=pool)
+    rows = np.abs(np.asarray(w)[:, None, :] - pool[None]).max(-1).min(-1)
+    np.testing.assert_array_equal(rows, 0.0)  # every w is a row of the pool
+    assert len(np.unique(np.asarray(w)[:, 0])) > 1
+    with pytest.raises(ValueError, match="num_tasks must be >= 1"):
+        icl.task_pool(icl.DEFAULT_CONFIG)
+    with pytest.raises(ValueError, match=r"tasks must have shape \(M, 3\)"):
+        icl.sample_prompts(jax.random.key(1), 2, config, tasks=np.zeros((5, 2)))
+
+
+@pytest.mark.parametrize("setting", sorted(icl.SETTINGS))
+def test_shipped_weights_load_without_pickle_and_reach_the_stated_ratio(setting):
+    config_expected, path = icl.SETTINGS[setting]
+    raw = path.read_bytes()
     assert len(raw) < 2 * 1024**2
     assert b"pickle" not in raw and raw[:1] in (
         b"\x82",
         b"\x83",
         b"\xde",
     )  # msgpack map
-    model, config, meta = icl.load_pretrained()
-    assert meta["mean_ratio"] <= 1.15  # the README's claim
+    model, config, meta = icl.load_pretrained(setting)
+    assert config == config_expected
+    if setting == "default":
+        assert meta["mean_ratio"] <= 1.15  # the README's claim
     res = icl.evaluate(model, config, num_prompts=2048, seed=2024)  # fresh prompts
     tol = 3.0 * np.hypot(res["mean_ratio_se"], meta["mean_ratio_se"])
     assert abs(res["mean_ratio"] - meta["mean_ratio"]) <= tol, (res, meta)
     assert np.all(np.isfinite(res["ratio"]))
+
+
+def test_an_unknown_setting_is_named_in_the_error():
+    with pytest.raises(ValueError, match="setting must be one of"):
+        icl.load_pretrained("garg")
 
 
 @pytest.fixture
@@ -80,3 +123,11 @@ def test_training_command_runs_end_to_end(tmp_path, capsys, standard_promotion):
     np.testing.assert_array_equal(again(tokens), model(tokens))
     assert icl.main(["evaluate", "--weights", str(out), "--prompts", "64"]) == 0
     assert "mean over positions 5..20" in capsys.readouterr().out
+
+
+def test_training_on_a_task_pool_saves_its_setting(tmp_path, standard_promotion):
+    out = tmp_path / "r.msgpack"
+    args = ["train", "--setting", "raventos", "--steps", "20", "--out", str(out)]
+    assert icl.main([*args, "--eval-prompts", "64"]) == 0
+    _, config, meta = icl.load(out)
+    assert config == icl.RAVENTOS_CONFIG and meta["steps"] == 20
