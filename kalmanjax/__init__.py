@@ -13,7 +13,8 @@ The package is layered; each layer imports only the layers below it:
    :func:`extended_kalman_filter`, :func:`regression_filter`, and for large
    states :func:`diagonal_filter` and :func:`low_rank_filter`;
 3. :mod:`kalmanjax.drivers`: :func:`run`, :func:`log_marginal_likelihood`,
-   :func:`rts_smoother`, :func:`kalman_smoother`, :func:`batch_map`;
+   :func:`rts_smoother`, :func:`kalman_smoother`, :func:`sample_posterior`,
+   :func:`simulate`, :func:`forecast`, :func:`batch_map`;
 4. instruments: :mod:`kalmanjax.diagnostics` (imported here),
    :mod:`kalmanjax.limits` (its optax bridges need ``optax``) and
    :mod:`kalmanjax.nn` (needs ``flax``), not imported here;
@@ -45,14 +46,19 @@ from .core import (
     validate,
 )
 from .drivers import (
+    Forecast,
+    Simulation,
     SmootherResult,
     batch_map,
     batch_mesh,
+    forecast,
     kalman_smoother,
     log_marginal_likelihood,
     rts_smoother,
     run,
+    sample_posterior,
     shard_batch,
+    simulate,
 )
 from .filters import (
     DiffuseBelief,
@@ -86,12 +92,14 @@ __all__ = [
     "DiffuseBelief",
     "Filter",
     "FilterResult",
+    "Forecast",
     "Gaussian",
     "LinearDynamics",
     "LinearObservation",
     "LowRankGaussian",
     "NonlinearDynamics",
     "NonlinearObservation",
+    "Simulation",
     "SmootherResult",
     "SqrtGaussian",
     "UpdateInfo",
@@ -106,6 +114,7 @@ __all__ = [
     "ekf_predict",
     "ekf_update",
     "extended_kalman_filter",
+    "forecast",
     "get_obs",
     "kalman_filter",
     "kalman_smoother",
@@ -116,7 +125,9 @@ __all__ = [
     "regression_filter",
     "rts_smoother",
     "run",
+    "sample_posterior",
     "shard_batch",
+    "simulate",
     "to_dense",
     "to_sqrt",
     "update",

@@ -86,3 +86,67 @@ def test_smoother_needs_xs_for_time_varying_dynamics(x64):
     filtered = kj.Gaussian(mean=jnp.zeros((3, 2)), cov=jnp.tile(jnp.eye(2), (3, 1, 1)))
     with pytest.raises(ValueError, match="pass xs"):
         kj.rts_smoother(lambda u: None, filtered)
+
+
+# ------------------------------------------------- the extended RTS smoother
+
+
+def _f(x, u):
+    return jnp.stack([x[0] + 0.3 * jnp.sin(x[1]), 0.9 * x[1] + 0.1 * x[0] ** 2])
+
+
+def _jac(m):
+    return np.array([[1.0, 0.3 * np.cos(m[1])], [0.2 * m[0], 0.9]])
+
+
+@pytest.mark.parametrize("sqrt", [False, True])
+@pytest.mark.parametrize("parallel", [False, True])
+def test_extended_rts_is_the_backward_recursion_at_the_filtered_means(
+    sqrt, parallel, x64
+):
+    rng = np.random.default_rng(6)
+    Q, R = np.array([[0.2, 0.05], [0.05, 0.1]]), np.array([[0.3]])
+    dyn = kj.NonlinearDynamics(fn=_f, Q=jnp.asarray(Q))
+    obs = kj.LinearObservation(H=jnp.array([[1.0, 0.0]]), R=jnp.asarray(R))
+    prior = kj.Gaussian(jnp.array([0.5, -0.3]), 0.5 * jnp.eye(2))
+    ys = jnp.asarray(rng.normal(size=(8, 1)))
+    filt = kj.extended_kalman_filter(dyn, obs, form="sqrt" if sqrt else "joseph")
+    states = kj.run(filt, kj.to_sqrt(prior) if sqrt else prior, ys).states
+
+    def dense_cov(belief):
+        if sqrt:
+            return np.einsum("tij,tkj->tik", belief.chol, belief.chol)
+        return np.asarray(belief.cov)
+
+    smoothed = kj.rts_smoother(dyn, states, parallel=parallel)
+    got_mean, got_cov = np.asarray(smoothed.mean), dense_cov(smoothed)
+    m, P = np.asarray(states.mean), dense_cov(states)
+    ms, Ps = m[-1], P[-1]
+    for t in range(len(m) - 2, -1, -1):  # NumPy float64, hand-written Jacobian
+        J = _jac(m[t])
+        pred = np.asarray(_f(jnp.asarray(m[t]), None))
+        P_pred = J @ P[t] @ J.T + Q
+        G = P[t] @ J.T @ np.linalg.inv(P_pred)
+        ms, Ps = m[t] + G @ (ms - pred), P[t] + G @ (Ps - P_pred) @ G.T
+        np.testing.assert_allclose(got_mean[t], ms, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(got_cov[t], Ps, rtol=1e-9, atol=1e-12)
+
+
+def test_extended_rts_on_a_linear_model_is_the_rts_smoother(x64):
+    F = jnp.array([[0.9, 0.2], [-0.1, 0.8]])
+    b = jnp.array([0.3, -0.1])
+    linear = kj.LinearDynamics(F=F, Q=0.1 * jnp.eye(2), b=b)
+    as_fn = kj.NonlinearDynamics(fn=lambda x, u: F @ x + b, Q=0.1 * jnp.eye(2))
+    obs = kj.LinearObservation(H=jnp.array([[1.0, 0.5]]), R=jnp.eye(1))
+    prior = kj.Gaussian(jnp.zeros(2), jnp.eye(2))
+    ys = jnp.sin(jnp.arange(10.0))[:, None]
+    states = kj.run(kj.kalman_filter(linear, obs), prior, ys).states
+    ref = kj.rts_smoother(linear, states)
+    got = kj.rts_smoother(as_fn, states)
+    np.testing.assert_allclose(got.mean, ref.mean, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(got.cov, ref.cov, rtol=1e-12, atol=1e-14)
+    # and FFBS on the linearised model samples the extended smoother's marginals
+    keys = jax.random.split(jax.random.key(0), 4000)
+    draws = jax.vmap(lambda k: kj.sample_posterior(k, as_fn, states))(keys)
+    se = jnp.sqrt(jnp.diagonal(ref.cov, axis1=1, axis2=2) / 4000)
+    assert bool(jnp.all(jnp.abs(draws.mean(0) - ref.mean) < 5 * se))
