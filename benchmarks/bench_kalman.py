@@ -19,6 +19,7 @@ Run ``python -m benchmarks.bench_kalman --help``; see ``benchmarks/README.md``.
 from __future__ import annotations
 
 import argparse
+import warnings
 from typing import Any
 
 import jax
@@ -161,7 +162,9 @@ def _peer_available(name: str) -> str | None:
         "filterpy": "filterpy.kalman",
     }
     try:
-        __import__(modules[name])
+        with warnings.catch_warnings():  # a peer's own deprecation warnings
+            warnings.simplefilter("ignore", DeprecationWarning)
+            __import__(modules[name])
     except Exception as e:  # noqa: BLE001  (any import failure skips the peer)
         return f"{type(e).__name__}: {e}"
     return None

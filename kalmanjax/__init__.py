@@ -13,8 +13,10 @@ The package is layered; each layer imports only the layers below it:
    :func:`extended_kalman_filter`, :func:`regression_filter`, and for large
    states :func:`diagonal_filter` and :func:`low_rank_filter`;
 3. :mod:`kalmanjax.drivers`: :func:`run`, :func:`log_marginal_likelihood`,
-   :func:`rts_smoother`, :func:`kalman_smoother`, :func:`sample_posterior`,
-   :func:`simulate`, :func:`forecast`, :func:`batch_map`;
+   :func:`rts_smoother`, :func:`kalman_smoother`,
+   :func:`iterated_extended_smoother`, :func:`lag_one_covariances`,
+   :func:`sample_posterior`, :func:`simulate`, :func:`forecast`, :func:`fit_em`,
+   :func:`batch_map`;
 4. instruments: :mod:`kalmanjax.diagnostics` (imported here),
    :mod:`kalmanjax.limits` (its optax bridges need ``optax``) and
    :mod:`kalmanjax.nn` (needs ``flax``), not imported here;
@@ -46,13 +48,19 @@ from .core import (
     validate,
 )
 from .drivers import (
+    EM_PARAMETERS,
+    EMResult,
     Forecast,
+    IteratedSmootherResult,
     Simulation,
     SmootherResult,
     batch_map,
     batch_mesh,
+    fit_em,
     forecast,
+    iterated_extended_smoother,
     kalman_smoother,
+    lag_one_covariances,
     log_marginal_likelihood,
     rts_smoother,
     run,
@@ -83,6 +91,7 @@ from .steps import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "EM_PARAMETERS",
     "FORMS",
     "AssociativeForm",
     "Belief",
@@ -90,10 +99,12 @@ __all__ = [
     "DiagonalDynamics",
     "DiagonalGaussian",
     "DiffuseBelief",
+    "EMResult",
     "Filter",
     "FilterResult",
     "Forecast",
     "Gaussian",
+    "IteratedSmootherResult",
     "LinearDynamics",
     "LinearObservation",
     "LowRankGaussian",
@@ -114,10 +125,13 @@ __all__ = [
     "ekf_predict",
     "ekf_update",
     "extended_kalman_filter",
+    "fit_em",
     "forecast",
     "get_obs",
+    "iterated_extended_smoother",
     "kalman_filter",
     "kalman_smoother",
+    "lag_one_covariances",
     "linearize",
     "log_marginal_likelihood",
     "low_rank_filter",

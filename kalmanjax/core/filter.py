@@ -70,11 +70,17 @@ class Filter(NamedTuple):
         associative: optional :class:`AssociativeForm`, the same filter over a
             whole sequence as a parallel prefix scan, used by
             ``run(..., parallel=True)``; ``None`` when the filter has none.
+        update: optional ``update(state, inputs) -> (state, info)``: the step
+            without its prediction, conditioning the state on the slice's
+            observation only; ``run(..., update_first=True)`` applies it to the
+            first slice (the convention in which :math:`y_0` observes :math:`x_0`).
+            ``None`` when the filter has none.
     """
 
     init: Callable[[Any], Any]
     step: Callable[[Any, Any], tuple[Any, Any]]
     associative: AssociativeForm | None = None
+    update: Callable[[Any, Any], tuple[Any, Any]] | None = None
 
 
 class FilterResult(NamedTuple):

@@ -1,18 +1,32 @@
-"""Layer 3, drivers: filtering, likelihoods, smoothing, simulation, scale-out."""
+"""Layer 3, drivers: filtering, likelihoods, smoothing, simulation, EM, scale-out."""
 
 from .distributed import batch_map, batch_mesh, shard_batch
+from .em import EM_PARAMETERS, EMResult, fit_em
 from .filtering import log_marginal_likelihood, run
+from .iterated import IteratedSmootherResult, iterated_extended_smoother
 from .simulation import Forecast, Simulation, forecast, simulate
-from .smoothing import SmootherResult, kalman_smoother, rts_smoother, sample_posterior
+from .smoothing import (
+    SmootherResult,
+    kalman_smoother,
+    lag_one_covariances,
+    rts_smoother,
+    sample_posterior,
+)
 
 __all__ = [
+    "EM_PARAMETERS",
+    "EMResult",
     "Forecast",
+    "IteratedSmootherResult",
     "Simulation",
     "SmootherResult",
     "batch_map",
     "batch_mesh",
+    "fit_em",
     "forecast",
+    "iterated_extended_smoother",
     "kalman_smoother",
+    "lag_one_covariances",
     "log_marginal_likelihood",
     "rts_smoother",
     "run",

@@ -8,8 +8,13 @@ Time convention (one convention for the whole library):
 * ``states[t-1]`` is the filtered belief :math:`p(x_t \mid y_{1:t})` and
   ``infos[t-1]`` holds :math:`\log p(y_t \mid y_{1:t-1})`.
 
-There is no observation of :math:`x_0`; to condition on one, call
-:func:`kalmanjax.update` on the prior first.
+There is no observation of :math:`x_0`. The convention of pykalman, filterpy
+and dynamax, in which :math:`y_0` observes :math:`x_0` (the prior is over the
+first observed state), is ``update_first=True``: the first slice of ``xs`` only
+conditions the prior (its dynamics are not used), ``states[0]`` is
+:math:`p(x_0 \mid y_0)` and ``states[t]`` is :math:`p(x_t \mid y_{0:t})`. The
+smoothers need no flag: ``states[k]`` is smoothed with the dynamics of
+``xs[k + 1]`` in both conventions.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ def run(
     *,
     lean: bool = False,
     parallel: bool = False,
+    update_first: bool = False,
     unroll: int = 1,
 ) -> FilterResult:
     r"""Run ``filter`` over the per-step inputs ``xs`` with ``jax.lax.scan``.
@@ -57,6 +63,10 @@ def run(
             through ``lax.associative_scan``: span :math:`O(\log T)`): the same
             results, for accelerators. On CPU the sequential scan is faster (see
             ``benchmarks/``). A filter without one raises ``ValueError``.
+        update_first: the first slice of ``xs`` conditions the prior without a
+            prediction (``filter.update``), so ``prior`` is the belief over the
+            first observed state (see the module's time convention). With
+            ``parallel`` the rest runs in parallel from that conditioned belief.
         unroll: passed to ``lax.scan``.
 
     Returns:
@@ -75,6 +85,8 @@ def run(
         >>> out.final.cov.round(4).tolist(), out.states is None
         ([[0.25]], True)
     """
+    if update_first:
+        return _run_update_first(filter, prior, xs, lean, parallel, unroll)
     if parallel:
         form = filter.associative
         if form is None:
@@ -107,12 +119,40 @@ def run(
     return FilterResult(final=final, states=states, infos=infos)
 
 
+def _run_update_first(filter, prior, xs, lean, parallel, unroll) -> FilterResult:  # noqa: A002
+    """``run`` in the convention where ``xs[0]`` observes the prior's state."""
+    if filter.update is None:
+        raise ValueError(
+            "run: update_first=True but this filter has no update-only step "
+            "(filter.update is None)"
+        )
+    if jax.tree_util.tree_leaves(xs)[0].shape[0] == 0:
+        return run(filter, prior, xs, lean=lean, parallel=parallel, unroll=unroll)
+    first = jax.tree_util.tree_map(lambda a: a[0], xs)
+    rest = jax.tree_util.tree_map(lambda a: a[1:], xs)
+    state, info = filter.update(filter.init(prior), first)
+    # the Kalman filters' state is their belief, a prior for the remaining steps
+    out = run(filter, state, rest, lean=lean, parallel=parallel, unroll=unroll)
+    if lean:
+        info = _scalar_fields(info)
+    stacked = jax.tree_util.tree_map(
+        lambda a, b: jnp.concatenate([a[None], b], axis=0), info, out.infos
+    )
+    states = out.states
+    if not lean:
+        states = jax.tree_util.tree_map(
+            lambda a, b: jnp.concatenate([a[None], b], axis=0), state, out.states
+        )
+    return FilterResult(final=out.final, states=states, infos=stacked)
+
+
 def log_marginal_likelihood(
     filter: Filter,  # noqa: A002
     prior: Any,
     xs: Any,
     *,
     parallel: bool = False,
+    update_first: bool = False,
 ) -> jax.Array:
     r""":math:`\log p(y_{1:T}) = \sum_t \log p(y_t \mid y_{1:t-1})`.
 
@@ -124,9 +164,12 @@ def log_marginal_likelihood(
         prior: the belief over :math:`x_0`.
         xs: the per-step inputs (see :func:`run`).
         parallel: use the filter's temporally parallel form (see :func:`run`).
+        update_first: ``xs[0]`` observes the prior's state (see :func:`run`).
 
     Returns:
         A scalar in the prior's dtype.
     """
-    out = run(filter, prior, xs, lean=True, parallel=parallel)
+    out = run(
+        filter, prior, xs, lean=True, parallel=parallel, update_first=update_first
+    )
     return jnp.sum(out.infos.log_likelihood)

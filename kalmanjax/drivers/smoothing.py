@@ -37,7 +37,13 @@ from ..steps.linear import Form
 from ..steps.linearize import Method, linearize
 from .filtering import run
 
-__all__ = ["SmootherResult", "kalman_smoother", "rts_smoother", "sample_posterior"]
+__all__ = [
+    "SmootherResult",
+    "kalman_smoother",
+    "lag_one_covariances",
+    "rts_smoother",
+    "sample_posterior",
+]
 
 #: what a backward pass accepts: the filters' dynamics, linear or nonlinear
 BackwardDynamics = (
@@ -265,6 +271,68 @@ def sample_posterior(
     return jnp.concatenate([path, x_last[None]], axis=0)
 
 
+def lag_one_covariances(
+    dynamics: BackwardDynamics,
+    filtered: Gaussian | SqrtGaussian,
+    smoothed: Gaussian | SqrtGaussian,
+    xs: Any = None,
+    *,
+    fast: bool | None = None,
+    method: Method = "jacfwd",
+) -> jax.Array:
+    r"""The smoother's lag-one cross-covariances, what EM needs beside its marginals.
+
+    :math:`\operatorname{Cov}(x_{t+1}, x_t \mid y_{1:T}) = P^s_{t+1} G_t^\top`,
+    with :math:`G_t` the RTS gain of step :math:`t` (the backward kernel's).
+
+    Args:
+        dynamics: as for :func:`rts_smoother`.
+        filtered: the filtered beliefs, mean ``(T, state)``.
+        smoothed: ``rts_smoother(dynamics, filtered, xs)``, the same shapes.
+        xs: the filter's per-step inputs; needed when ``dynamics`` is a function.
+        fast: elementwise small-state kernels (``None``: when ``state <= 8``).
+        method: as for :func:`rts_smoother`.
+
+    Returns:
+        ``(T - 1, state, state)``; entry ``k`` is the covariance of
+        ``states[k + 1]`` with ``states[k]`` (for ``T <= 1``, an empty array).
+
+    Raises:
+        ValueError: as :func:`rts_smoother`, or if ``smoothed`` and ``filtered``
+            differ in shape.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import kalmanjax as kj
+        >>> dyn = kj.LinearDynamics(F=jnp.eye(1), Q=jnp.eye(1))
+        >>> obs = kj.LinearObservation(H=jnp.eye(1), R=jnp.eye(1))
+        >>> prior = kj.Gaussian(mean=jnp.zeros(1), cov=jnp.eye(1))
+        >>> out = kj.kalman_smoother(dyn, obs, prior, jnp.ones((4, 1)))
+        >>> kj.lag_one_covariances(dyn, out.filtered, out.smoothed).shape
+        (3, 1, 1)
+    """
+    owner = "lag_one_covariances"
+    if smoothed.mean.shape != filtered.mean.shape:
+        raise ValueError(
+            f"{owner}: smoothed.mean must have the shape of filtered.mean "
+            f"{filtered.mean.shape}, got {smoothed.mean.shape}"
+        )
+    setup = _backward_setup(owner, dynamics, filtered, xs)
+    num_steps, n = filtered.mean.shape
+    if setup is None or num_steps == 1:
+        return jnp.zeros((max(num_steps - 1, 0), n, n), filtered.mean.dtype)
+    dynamics, next_inputs, chol_q = setup
+    ops = choose_ops(fast, n)
+    head = jax.tree_util.tree_map(lambda a: a[:-1], filtered)
+    gains = batched(
+        lambda f, u: _step_kernel(dynamics, f, u, ops, chol_q, owner, method).gain,
+        lapack_flops(n),
+        lapack=ops is GENERAL,
+    )(head, next_inputs)
+    cov = smoothed.cov[1:]  # a SqrtGaussian forms L L^T
+    return cov @ jnp.swapaxes(gains, -1, -2)
+
+
 class SmootherResult(NamedTuple):
     r"""What :func:`kalman_smoother` returns.
 
@@ -288,6 +356,7 @@ def kalman_smoother(
     form: Form = "joseph",
     missing: bool = True,
     parallel: bool = False,
+    update_first: bool = False,
     fast: bool | None = None,
 ) -> SmootherResult:
     """Kalman filter followed by the RTS smoother, in one call.
@@ -301,6 +370,8 @@ def kalman_smoother(
             follows: the covariance-form smoother for the first two).
         missing: NaN observations are missing (see :func:`kalmanjax.kalman_filter`).
         parallel: use the temporally parallel filter and smoother.
+        update_first: ``xs[0]`` observes the prior's state, whose smoothed belief
+            is then ``smoothed[0]`` (see :func:`kalmanjax.run`).
         fast: elementwise small-state kernels (``None``: chosen from the shapes).
 
     Returns:
@@ -317,7 +388,7 @@ def kalman_smoother(
         (5, 1)
     """
     filt = kalman_filter(dynamics, observation, form=form, missing=missing, fast=fast)
-    result = run(filt, prior, xs, parallel=parallel)
+    result = run(filt, prior, xs, parallel=parallel, update_first=update_first)
     smoothed = rts_smoother(dynamics, result.states, xs, parallel=parallel, fast=fast)
     return SmootherResult(
         filtered=result.states,

@@ -103,8 +103,7 @@ def extended_kalman_filter(
             checks.check_lapack_dtype(prior_dtype, f"{owner}.init")
         return to_sqrt(prior) if sqrt else to_dense(prior)
 
-    def step(belief, inputs):
-        step_owner = f"{owner}.step"
+    def advance(belief, inputs, step_owner, predict=True):
         n, dtype = checks.check_belief(belief, step_owner)
         y = get_obs(inputs)
         obs_model = resolve(observation, inputs)
@@ -115,12 +114,14 @@ def extended_kalman_filter(
         else:
             m = checks.check_vector(y, "obs", dtype, step_owner)
         ops = choose_ops(fast, n, m)
-        dyn = resolve(dynamics, inputs)
-        if isinstance(dyn, LinearDynamics):
-            checks.check_dynamics(dyn, n, dtype, step_owner)
-        predicted = nonlinear_predict(
-            belief, dyn, inputs, ops, method, step_owner, False
-        )
+        predicted = belief
+        if predict:
+            dyn = resolve(dynamics, inputs)
+            if isinstance(dyn, LinearDynamics):
+                checks.check_dynamics(dyn, n, dtype, step_owner)
+            predicted = nonlinear_predict(
+                belief, dyn, inputs, ops, method, step_owner, False
+            )
         if categorical:
             return categorical_condition(
                 predicted, y, obs_model, inputs, method, num_iter, step_owner
@@ -140,4 +141,10 @@ def extended_kalman_filter(
             step_owner,
         )
 
-    return Filter(init=init, step=step)
+    def step(belief, inputs):
+        return advance(belief, inputs, f"{owner}.step")
+
+    def update(belief, inputs):
+        return advance(belief, inputs, f"{owner}.update", predict=False)
+
+    return Filter(init=init, step=step, update=update)

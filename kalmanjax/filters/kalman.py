@@ -112,21 +112,27 @@ def kalman_filter(
             checks.check_lapack_dtype(prior_dtype, "kalman_filter.init")
         return to_sqrt(prior) if sqrt else to_dense(prior)
 
-    def step(belief, inputs):
-        step_owner = "kalman_filter.step"
+    def advance(belief, inputs, step_owner, predict=True):
         n, dtype = checks.check_belief(belief, step_owner)
         obs = get_obs(inputs)
-        dyn = resolve(dynamics, inputs)
         obs_model = resolve(observation, inputs)
-        checks.check_dynamics(dyn, n, dtype, step_owner)
         m = checks.check_observation(obs_model, n, dtype, step_owner)
         checks.check_obs(obs, m, dtype, step_owner)
         ops = choose_ops(fast, n, m)
-        predicted = linear_predict(belief, dyn, ops, chol_q, sym=False)
-        return linear_update(predicted, obs, obs_model, ops, form == "joseph", missing)
+        if predict:
+            dyn = resolve(dynamics, inputs)
+            checks.check_dynamics(dyn, n, dtype, step_owner)
+            belief = linear_predict(belief, dyn, ops, chol_q, sym=False)
+        return linear_update(belief, obs, obs_model, ops, form == "joseph", missing)
+
+    def step(belief, inputs):
+        return advance(belief, inputs, "kalman_filter.step")
+
+    def update(belief, inputs):
+        return advance(belief, inputs, "kalman_filter.update", predict=False)
 
     associative = _associative_form(dynamics, observation, form, missing, fast)
-    return Filter(init=init, step=step, associative=associative)
+    return Filter(init=init, step=step, associative=associative, update=update)
 
 
 # ------------------------------------------------------------ the parallel form

@@ -109,28 +109,37 @@ def _linear_observation(obs_model, mean, inputs, n: int, dtype, owner: str):
     return LinearObservation(H=H, R=obs_model.R, d=predicted - H @ mean)
 
 
-def _step(dynamics, observation, steps, check_belief, missing, fisher, owner):
+def _steps(dynamics, observation, steps, check_belief, missing, fisher, owner):
+    """The filter's ``step`` (predict, then update) and its ``update`` alone."""
     predict, update, categorical_update = steps
 
-    def step(belief, inputs):
-        n, dtype = check_belief(belief, f"{owner}.step")
-        dyn = resolve(dynamics, inputs)
-        _check_dynamics(dyn, n, dtype, f"{owner}.step", predict is diagonal_predict)
-        predicted = predict(belief, dyn)
+    def advance(belief, inputs, step_owner, predicts=True):
+        n, dtype = check_belief(belief, step_owner)
+        predicted = belief
+        if predicts:
+            dyn = resolve(dynamics, inputs)
+            _check_dynamics(dyn, n, dtype, step_owner, predict is diagonal_predict)
+            predicted = predict(belief, dyn)
         obs = get_obs(inputs)
         model = resolve(observation, inputs)
         if isinstance(model, CategoricalObservation):
-            checks.check_token(obs, f"{owner}.step")
+            checks.check_token(obs, step_owner)
             logits = jax.eval_shape(model.fn, predicted.mean, inputs)
             checks.check_fn_output(
-                logits, None, "observation.fn", "(vocab,)", dtype, f"{owner}.step"
+                logits, None, "observation.fn", "(vocab,)", dtype, step_owner
             )
             return categorical_update(predicted, obs, model, inputs, fisher)
         obs_model = _linear_observation(model, predicted.mean, inputs, n, dtype, owner)
-        checks.check_obs(obs, obs_model.H.shape[0], dtype, f"{owner}.step")
+        checks.check_obs(obs, obs_model.H.shape[0], dtype, step_owner)
         return update(predicted, obs, obs_model, missing)
 
-    return step
+    def step(belief, inputs):
+        return advance(belief, inputs, f"{owner}.step")
+
+    def update_only(belief, inputs):
+        return advance(belief, inputs, f"{owner}.update", predicts=False)
+
+    return step, update_only
 
 
 def _check_fisher(fisher, owner: str) -> None:
@@ -214,8 +223,8 @@ def diagonal_filter(
         return n, dtype
 
     steps = (diagonal_predict, diagonal_update, diagonal_categorical_update)
-    step = _step(dynamics, observation, steps, check, missing, fisher, owner)
-    return Filter(init=init, step=step)
+    step, update = _steps(dynamics, observation, steps, check, missing, fisher, owner)
+    return Filter(init=init, step=step, update=update)
 
 
 def low_rank_filter(
@@ -314,5 +323,5 @@ def low_rank_filter(
     # the predicted factor stays implicit: the update reads it without forming it
     predict = functools.partial(low_rank_predict, implicit=True)
     steps = (predict, low_rank_update, low_rank_categorical_update)
-    step = _step(dynamics, observation, steps, check, missing, fisher, owner)
-    return Filter(init=init, step=step)
+    step, update = _steps(dynamics, observation, steps, check, missing, fisher, owner)
+    return Filter(init=init, step=step, update=update)

@@ -221,3 +221,80 @@ def test_missing_false_matches_reference_and_propagates_nan(x64, form, fast):
     out = kj.run(filt, prior, jnp.asarray(y))
     assert np.all(np.isnan(np.asarray(out.states.mean[5:])))
     assert np.all(np.isfinite(np.asarray(out.states.mean[:5])))
+
+
+def _update_first_reference(model, T):
+    """The update-first model as a predict-first one whose step 1 only observes."""
+    n = model["F"].shape[0]
+    F = np.stack([np.eye(n)] + [model["F"]] * (T - 1))
+    Q = np.stack([np.zeros((n, n))] + [model["Q"]] * (T - 1))
+    b = np.stack([np.zeros(n)] + [model["b"]] * (T - 1))
+    return [model["m0"], model["P0"], F, Q, model["H"], model["R"]], b
+
+
+@pytest.mark.parametrize("form", ["dense", "joseph", "sqrt"])
+@pytest.mark.parametrize("parallel", [False, True])
+def test_update_first_against_dense_joint_gaussian(x64, form, parallel):
+    # y_0 observes x_0 (pykalman, filterpy, dynamax): states[t] = p(x_t | y_0..y_t)
+    rng = np.random.default_rng(13)
+    model = ref.random_model(rng, 3, 2)
+    y = simulate(rng, model, 6)
+    y[0, 1] = y[3, 0] = np.nan
+    filt, prior, dyn, obs = build(model, jnp.float64, form)
+    out = kj.run(filt, prior, jnp.asarray(y), update_first=True, parallel=parallel)
+    sm = kj.kalman_smoother(
+        dyn, obs, prior, jnp.asarray(y), form=form, update_first=True, parallel=parallel
+    )
+    args, b = _update_first_reference(model, 6)
+    close = dict(rtol=1e-10, atol=1e-12)
+    for t in range(1, 7):
+        mean, cov = joint.filtered_marginal(*args, y, t, b, model["d"])
+        np.testing.assert_allclose(out.states.mean[t - 1], mean, **close)
+        np.testing.assert_allclose(out.states.cov[t - 1], cov, **close)
+        mean, cov = joint.smoothed_marginal(*args, y, t, b, model["d"])
+        np.testing.assert_allclose(sm.smoothed.mean[t - 1], mean, **close)
+        np.testing.assert_allclose(sm.smoothed.cov[t - 1], cov, **close)
+    lml = joint.log_marginal_likelihood(*args, y, b, model["d"])
+    np.testing.assert_allclose(jnp.sum(out.infos.log_likelihood), lml, rtol=1e-10)
+    np.testing.assert_allclose(sm.log_marginal_likelihood, lml, rtol=1e-10)
+    got = kj.log_marginal_likelihood(filt, prior, jnp.asarray(y), update_first=True)
+    np.testing.assert_allclose(got, lml, rtol=1e-10)
+
+
+def test_update_first_in_the_other_filters(x64):
+    # the EKF and the structured filters condition the prior alone the same way (on
+    # a model with independent coordinates, where those are exact)
+    n = 3
+    rng = np.random.default_rng(14)
+    model = ref.random_model(rng, n, n)
+    model["F"], model["Q"] = np.diag([0.9, 0.5, -0.7]), np.diag([0.1, 0.2, 0.3])
+    model["H"], model["R"] = np.diag([1.0, -0.5, 2.0]), np.diag([0.3, 0.2, 0.1])
+    model["P0"] = np.diag([1.0, 2.0, 0.5])
+    y = simulate(rng, model, 5)
+    y[0, 0] = np.nan
+    filt, prior, dyn, obs = build(model, jnp.float64, "joseph")
+    want = kj.run(filt, prior, jnp.asarray(y), update_first=True)
+    ekf = kj.extended_kalman_filter(dyn, obs)
+    diag = kj.diagonal_filter(
+        kj.DiagonalDynamics(F=dyn.F.diagonal(), Q=dyn.Q.diagonal(), b=dyn.b), obs
+    )
+    low_rank = kj.low_rank_filter(
+        kj.DiagonalDynamics(F=dyn.F.diagonal(), Q=dyn.Q.diagonal(), b=dyn.b),
+        obs,
+        rank=n,
+    )
+    for other in (ekf, diag, low_rank):
+        got = kj.run(other, prior, jnp.asarray(y), update_first=True)
+        np.testing.assert_allclose(got.states.mean, want.states.mean, rtol=1e-10)
+        np.testing.assert_allclose(
+            got.infos.log_likelihood, want.infos.log_likelihood, rtol=1e-10
+        )
+    lean = kj.run(filt, prior, jnp.asarray(y), update_first=True, lean=True)
+    assert lean.states is None and lean.infos.innovation is None
+    np.testing.assert_allclose(lean.infos.log_likelihood, want.infos.log_likelihood)
+    np.testing.assert_allclose(lean.final.mean, want.states.mean[-1])
+    empty = kj.run(filt, prior, jnp.zeros((0, n)), update_first=True)
+    assert empty.states.mean.shape == (0, n)
+    bare = kj.Filter(init=filt.init, step=filt.step)
+    with pytest.raises(ValueError, match="no update-only step"):
+        kj.run(bare, prior, jnp.asarray(y), update_first=True)

@@ -150,3 +150,33 @@ def test_extended_rts_on_a_linear_model_is_the_rts_smoother(x64):
     draws = jax.vmap(lambda k: kj.sample_posterior(k, as_fn, states))(keys)
     se = jnp.sqrt(jnp.diagonal(ref.cov, axis1=1, axis2=2) / 4000)
     assert bool(jnp.all(jnp.abs(draws.mean(0) - ref.mean) < 5 * se))
+
+
+@pytest.mark.parametrize("form", ["joseph", "sqrt"])
+def test_lag_one_covariances_against_dense_joint_gaussian(x64, form):
+    rng = np.random.default_rng(24)
+    model = ref.random_model(rng, 3, 2)
+    T = 6
+    y = simulate(rng, model, T)
+    y[2] = np.nan
+    y[4, 1] = np.nan
+    _, prior, dyn, obs = build(model, jnp.float64, form)
+    out = kj.kalman_smoother(dyn, obs, prior, jnp.asarray(y), form=form)
+    cross = kj.lag_one_covariances(dyn, out.filtered, out.smoothed)
+    args = [model[k] for k in ("m0", "P0", "F", "Q", "H", "R")]
+    mean, cov, index = joint.joint_moments(*args, T, model["b"], model["d"])
+    rows, _ = joint._observed_indices(y, index, T)
+    post = cov - cov[:, rows] @ np.linalg.solve(cov[np.ix_(rows, rows)], cov[rows])
+    assert cross.shape == (T - 1, 3, 3)
+    for k in range(T - 1):  # states[k] is x_{k+1}
+        want = post[index["x"][k + 2], index["x"][k + 1]]
+        np.testing.assert_allclose(cross[k], want, rtol=1e-9, atol=1e-12)
+    # the extended smoother's on the same model, written as a nonlinear one
+    nonlinear = kj.NonlinearDynamics(fn=lambda x, u: dyn.F @ x + dyn.b, Q=dyn.Q)
+    np.testing.assert_allclose(
+        kj.lag_one_covariances(nonlinear, out.filtered, out.smoothed), cross, rtol=1e-10
+    )
+    one = jax.tree_util.tree_map(lambda a: a[:1], out.filtered)
+    assert kj.lag_one_covariances(dyn, one, one).shape == (0, 3, 3)
+    with pytest.raises(ValueError, match="smoothed.mean must have the shape"):
+        kj.lag_one_covariances(dyn, out.filtered, one)
