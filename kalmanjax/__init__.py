@@ -12,11 +12,12 @@ The package is layered; each layer imports only the layers below it:
 2. :mod:`kalmanjax.filters`, filter factories: :func:`kalman_filter`,
    :func:`extended_kalman_filter`, :func:`regression_filter`, and for large
    states :func:`diagonal_filter` and :func:`low_rank_filter`;
-3. :mod:`kalmanjax.drivers`: :func:`run`, :func:`log_marginal_likelihood`,
-   :func:`rts_smoother`, :func:`kalman_smoother`,
+3. :mod:`kalmanjax.drivers`: :func:`run`, :func:`run_batch`,
+   :func:`log_marginal_likelihood`, :func:`rts_smoother`, :func:`kalman_smoother`,
    :func:`iterated_extended_smoother`, :func:`lag_one_covariances`,
    :func:`sample_posterior`, :func:`simulate`, :func:`forecast`, :func:`fit_em`,
-   :func:`batch_map`;
+   :func:`fit_marginal_likelihood` (with the reparametrisations of
+   :mod:`kalmanjax.constraints`), :func:`batch_map`;
 4. instruments: :mod:`kalmanjax.diagnostics` (imported here),
    :mod:`kalmanjax.limits` (its optax bridges need ``optax``) and
    :mod:`kalmanjax.nn` (needs ``flax``), not imported here;
@@ -42,6 +43,7 @@ from .core import (
     NonlinearObservation,
     SqrtGaussian,
     UpdateInfo,
+    constraints,
     get_obs,
     to_dense,
     to_sqrt,
@@ -52,11 +54,13 @@ from .drivers import (
     EMResult,
     Forecast,
     IteratedSmootherResult,
+    MarginalLikelihoodFit,
     Simulation,
     SmootherResult,
     batch_map,
     batch_mesh,
     fit_em,
+    fit_marginal_likelihood,
     forecast,
     iterated_extended_smoother,
     kalman_smoother,
@@ -64,6 +68,7 @@ from .drivers import (
     log_marginal_likelihood,
     rts_smoother,
     run,
+    run_batch,
     sample_posterior,
     shard_batch,
     simulate,
@@ -105,6 +110,7 @@ __all__ = [
     "Forecast",
     "Gaussian",
     "IteratedSmootherResult",
+    "MarginalLikelihoodFit",
     "LinearDynamics",
     "LinearObservation",
     "LowRankGaussian",
@@ -119,6 +125,7 @@ __all__ = [
     "batch_mesh",
     "categorical_update",
     "collapse",
+    "constraints",
     "diagnostics",
     "diagonal_filter",
     "diffuse_kalman_filter",
@@ -126,6 +133,7 @@ __all__ = [
     "ekf_update",
     "extended_kalman_filter",
     "fit_em",
+    "fit_marginal_likelihood",
     "forecast",
     "get_obs",
     "iterated_extended_smoother",
@@ -139,6 +147,7 @@ __all__ = [
     "regression_filter",
     "rts_smoother",
     "run",
+    "run_batch",
     "sample_posterior",
     "shard_batch",
     "simulate",

@@ -1,5 +1,8 @@
 """Layer 0, the atoms: beliefs, models, filter types, linear algebra, checks, batching.
 
+Parameter constraints (reparametrisations for fitting) are in
+:mod:`kalmanjax.core.constraints`, exposed as ``kalmanjax.constraints``.
+
 Nothing here imports another layer. See :mod:`kalmanjax.core.beliefs` for what a
 new belief form provides.
 """

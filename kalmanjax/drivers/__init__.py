@@ -1,8 +1,9 @@
-"""Layer 3, drivers: filtering, likelihoods, smoothing, simulation, EM, scale-out."""
+"""Layer 3, drivers: filtering, smoothing, simulation, fitting, scale-out."""
 
 from .distributed import batch_map, batch_mesh, shard_batch
 from .em import EM_PARAMETERS, EMResult, fit_em
-from .filtering import log_marginal_likelihood, run
+from .filtering import log_marginal_likelihood, run, run_batch
+from .fitting import MarginalLikelihoodFit, fit_marginal_likelihood
 from .iterated import IteratedSmootherResult, iterated_extended_smoother
 from .simulation import Forecast, Simulation, forecast, simulate
 from .smoothing import (
@@ -18,11 +19,13 @@ __all__ = [
     "EMResult",
     "Forecast",
     "IteratedSmootherResult",
+    "MarginalLikelihoodFit",
     "Simulation",
     "SmootherResult",
     "batch_map",
     "batch_mesh",
     "fit_em",
+    "fit_marginal_likelihood",
     "forecast",
     "iterated_extended_smoother",
     "kalman_smoother",
@@ -30,6 +33,7 @@ __all__ = [
     "log_marginal_likelihood",
     "rts_smoother",
     "run",
+    "run_batch",
     "sample_posterior",
     "shard_batch",
     "simulate",

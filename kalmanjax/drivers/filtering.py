@@ -25,9 +25,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ..core.batching import batched, lapack_flops
 from ..core.filter import Filter, FilterResult
 
-__all__ = ["log_marginal_likelihood", "run"]
+__all__ = ["log_marginal_likelihood", "run", "run_batch"]
 
 
 def _scalar_fields(info: Any, ndim: int = 0) -> Any:
@@ -101,7 +102,11 @@ def run(
                 infos = _scalar_fields(result.infos, ndim=1)
                 return FilterResult(final=result.final, states=None, infos=infos)
             return result
-    state = filter.init(prior)
+    return _scan(filter, filter.init(prior), xs, lean, unroll)
+
+
+def _scan(filter: Filter, state: Any, xs: Any, lean: bool, unroll: int):  # noqa: A002
+    """``filter.step`` over ``xs`` from the filter state ``state``."""
     if lean:
 
         def lean_body(carry, inputs):
@@ -131,8 +136,10 @@ def _run_update_first(filter, prior, xs, lean, parallel, unroll) -> FilterResult
     first = jax.tree_util.tree_map(lambda a: a[0], xs)
     rest = jax.tree_util.tree_map(lambda a: a[1:], xs)
     state, info = filter.update(filter.init(prior), first)
-    # the Kalman filters' state is their belief, a prior for the remaining steps
-    out = run(filter, state, rest, lean=lean, parallel=parallel, unroll=unroll)
+    if parallel:  # the Kalman filters' state is their belief: the rest's prior
+        out = run(filter, state, rest, lean=lean, parallel=True, unroll=unroll)
+    else:
+        out = _scan(filter, state, rest, lean, unroll)
     if lean:
         info = _scalar_fields(info)
     stacked = jax.tree_util.tree_map(
@@ -173,3 +180,170 @@ def log_marginal_likelihood(
         filter, prior, xs, lean=True, parallel=parallel, update_first=update_first
     )
     return jnp.sum(out.infos.log_likelihood)
+
+
+def run_batch(
+    filter: Filter,  # noqa: A002
+    prior: Any,
+    xs: Any,
+    *,
+    lengths: jax.Array | None = None,
+    lean: bool = False,
+    parallel: bool = False,
+    update_first: bool = False,
+    unroll: int = 1,
+) -> FilterResult:
+    r"""Run ``filter`` over a batch of sequences, of one length or padded to one.
+
+    Sequence ``b`` is ``xs[b, :lengths[b]]``; what lies beyond is padding. The
+    filter runs over the padding and its results there are discarded, so the
+    steps of all sequences stay in lockstep and whatever does not depend on
+    the data is computed once for the batch, not per sequence: the covariance
+    recursion of a linear filter with ``missing=False`` (``jax.vmap`` leaves it
+    unbatched). Pad with finite values; with ``missing=True`` NaN padding works
+    too (NaN padding with ``missing=False`` gives NaN gradients through the
+    discarded steps).
+
+    Args:
+        filter: a :class:`kalmanjax.Filter`.
+        prior: the belief over :math:`x_0`, shared by the batch.
+        xs: per-step inputs with leading axes ``(batch, T)`` (see :func:`run`).
+        lengths: ``(batch,)`` integers in ``[0, T]``; ``None``: all ``T``.
+        lean: as for :func:`run`: no states, the scalar info fields only.
+        parallel: the filter's parallel form (see :func:`run`), per sequence.
+        update_first: ``xs[b, 0]`` observes the prior's state (see :func:`run`).
+        unroll: passed to ``lax.scan``.
+
+    Returns:
+        A :class:`kalmanjax.FilterResult` with a leading batch axis: ``final[b]``
+        is sequence ``b``'s belief after its own last step (the filter's initial
+        state for a length of 0); ``states[b, t]`` for ``t >= lengths[b]``
+        repeat ``final[b]``; every info leaf is 0 beyond the length, so
+        ``infos.log_likelihood.sum(-1)`` is each sequence's log-likelihood.
+
+    Raises:
+        ValueError: if ``lengths`` is not ``(batch,)`` integers, or (when
+            concrete) lies outside ``[0, T]``.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import kalmanjax as kj
+        >>> dyn = kj.LinearDynamics(F=jnp.eye(1), Q=jnp.eye(1))
+        >>> obs = kj.LinearObservation(H=jnp.eye(1), R=jnp.eye(1))
+        >>> prior = kj.Gaussian(mean=jnp.zeros(1), cov=jnp.eye(1))
+        >>> filt = kj.kalman_filter(dyn, obs, missing=False)
+        >>> ys = jnp.ones((2, 3, 1))
+        >>> out = kj.run_batch(filt, prior, ys, lengths=jnp.array([3, 1]))
+        >>> [round(float(c), 3) for c in out.final.cov[:, 0, 0]]  # 13/21, 2/3
+        [0.619, 0.667]
+    """
+    owner = "run_batch"
+    leaves = jax.tree_util.tree_leaves(xs)
+    if not leaves or jnp.ndim(leaves[0]) < 2:
+        raise ValueError(f"{owner}: xs must have leading axes (batch, T)")
+    num_seq, num_steps = jnp.shape(leaves[0])[:2]
+    if lengths is None:
+        lengths = jnp.full((num_seq,), num_steps, jnp.int32)
+    lengths = jnp.asarray(lengths)
+    if lengths.shape != (num_seq,) or not jnp.issubdtype(lengths.dtype, jnp.integer):
+        raise ValueError(
+            f"{owner}: lengths must be ({num_seq},) integers, got {lengths.shape} "
+            f"{lengths.dtype}"
+        )
+    lengths = lengths.astype(jnp.int32)  # one integer type for the comparisons
+    try:
+        concrete = [int(v) for v in lengths]
+    except (
+        jax.errors.ConcretizationTypeError,
+        jax.errors.TracerIntegerConversionError,
+    ):
+        concrete = []
+    if concrete and not all(0 <= v <= num_steps for v in concrete):
+        raise ValueError(
+            f"{owner}: lengths must lie in [0, {num_steps}], got {concrete}"
+        )
+    n = max((jnp.shape(a)[-1] for a in jax.tree_util.tree_leaves(prior)), default=1)
+
+    def one(seq, length):
+        if parallel or not lean:
+            out = run(
+                filter,
+                prior,
+                seq,
+                parallel=parallel,
+                update_first=update_first,
+                unroll=unroll,
+            )
+            final = _at_length(filter.init(prior), out.states, length)
+            active = jnp.arange(num_steps, dtype=jnp.int32) < length
+            states = jax.tree_util.tree_map(
+                lambda a, f: jnp.where(_expand(active, a, 1), a, f[None]),
+                out.states,
+                final,
+            )
+            infos = _mask(out.infos, active)
+            if lean:
+                return FilterResult(final, None, _scalar_fields(infos, ndim=1))
+            return FilterResult(final, states, infos)
+        out = run(
+            _capturing(filter, length),
+            prior,
+            seq,
+            lean=True,
+            update_first=update_first,
+            unroll=unroll,
+        )
+        return FilterResult(out.final[1], None, out.infos)
+
+    return batched(one, lapack_flops(n))(xs, lengths)
+
+
+def _expand(mask: jax.Array, like: jax.Array, axis_count: int) -> jax.Array:
+    """``mask`` with trailing axes to broadcast against ``like``."""
+    return mask.reshape(mask.shape + (1,) * (jnp.ndim(like) - axis_count))
+
+
+def _mask(infos: Any, active: jax.Array) -> Any:
+    """Zero every info leaf where ``active`` is False (its first axes)."""
+    return jax.tree_util.tree_map(
+        lambda a: jnp.where(_expand(active, a, active.ndim), a, jnp.zeros_like(a)),
+        infos,
+    )
+
+
+def _at_length(initial: Any, states: Any, length: jax.Array) -> Any:
+    """``states[length - 1]``, or ``initial`` for a length of 0."""
+    index = jnp.maximum(length - 1, 0)
+    return jax.tree_util.tree_map(
+        lambda s, a: jnp.where(length > 0, s[index], a), states, initial
+    )
+
+
+def _capturing(filter: Filter, length: jax.Array) -> Filter:  # noqa: A002
+    """``filter`` with its state after ``length`` steps kept aside.
+
+    The state is ``(state, captured, t)``: ``state`` runs on through the padding
+    (unbatched where it does not depend on the data), ``captured`` is fixed once
+    ``t`` reaches ``length``, and the infos beyond it are zero.
+    """
+
+    def init(prior):
+        state = filter.init(prior)
+        return state, state, jnp.zeros((), jnp.int32)
+
+    def advance(advance_fn, carry, inputs):
+        state, captured, t = carry
+        state, info = advance_fn(state, inputs)
+        captured = jax.tree_util.tree_map(
+            lambda new, old: jnp.where(t + 1 == length, new, old), state, captured
+        )
+        return (state, captured, t + 1), _mask(info, t < length)
+
+    update = filter.update
+    return Filter(
+        init=init,
+        step=lambda carry, inputs: advance(filter.step, carry, inputs),
+        update=None
+        if update is None
+        else (lambda carry, inputs: advance(update, carry, inputs)),
+    )

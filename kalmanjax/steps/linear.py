@@ -211,9 +211,12 @@ def linear_update(
         HP = ops.matmul(H, P)
         innovation_cov = symmetrize(ops.matmul(HP, mT(H)) + R)
         chol_s = ops.cholesky(innovation_cov)
-        # z = L_S^{-1} e and W = L_S^{-1} H P (K = W^T L_S^{-T}) in one solve
-        zW = ops.solve_lower(chol_s, jnp.concatenate([innovation[:, None], HP], 1))
-        z, W = zW[:, 0], zW[:, 1:]
+        # z = L_S^{-1} e and W = L_S^{-1} H P (K = W^T L_S^{-T}) in two solves, so
+        # that W, and with it the covariance, depends on the data only through
+        # the model: under vmap over sequences the covariance recursion stays
+        # unbatched (one solve on [e, HP] would batch it)
+        W = ops.solve_lower(chol_s, HP)
+        z = ops.solve_lower(chol_s, innovation)
         mean = belief.mean + ops.matmul(mT(W), z)
         if joseph:
             # (I - KH) P (I - KH)^T + K R K^T in O(obs state^2): with
