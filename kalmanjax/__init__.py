@@ -7,10 +7,13 @@ The package is layered; each layer imports only the layers below it:
    types (:class:`Filter`, :class:`AssociativeForm`), linear algebra, checks
    and the batching guard;
 1. :mod:`kalmanjax.steps`, pure steps: :func:`predict`, :func:`update`,
-   :func:`linearize`, :func:`ekf_update`, :func:`categorical_update`, backward
-   kernels, associative elements and their combines;
+   :func:`linearize`, :func:`statistical_linearize` (with the sigma-point rules
+   :func:`unscented`, :func:`cubature`, :func:`gauss_hermite`),
+   :func:`ekf_update`, :func:`categorical_update`, backward kernels,
+   associative elements and their combines;
 2. :mod:`kalmanjax.filters`, filter factories: :func:`kalman_filter`,
-   :func:`extended_kalman_filter`, :func:`regression_filter`, and for large
+   :func:`extended_kalman_filter`, :func:`sigma_point_kalman_filter`,
+   :func:`regression_filter`, and for large
    states :func:`diagonal_filter` and :func:`low_rank_filter`;
 3. :mod:`kalmanjax.drivers`: :func:`run`, :func:`run_batch`,
    :func:`log_marginal_likelihood`, :func:`rts_smoother`, :func:`kalman_smoother`,
@@ -82,22 +85,27 @@ from .filters import (
     kalman_filter,
     low_rank_filter,
     regression_filter,
+    sigma_point_kalman_filter,
 )
 from .steps import (
     FORMS,
+    SigmaPointRule,
     categorical_update,
+    cubature,
     ekf_predict,
     ekf_update,
+    gauss_hermite,
     linearize,
     predict,
+    sigma_points,
+    statistical_linearize,
+    unscented,
     update,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "EM_PARAMETERS",
-    "FORMS",
     "AssociativeForm",
     "Belief",
     "CategoricalObservation",
@@ -105,17 +113,20 @@ __all__ = [
     "DiagonalGaussian",
     "DiffuseBelief",
     "EMResult",
+    "EM_PARAMETERS",
+    "FORMS",
     "Filter",
     "FilterResult",
     "Forecast",
     "Gaussian",
     "IteratedSmootherResult",
-    "MarginalLikelihoodFit",
     "LinearDynamics",
     "LinearObservation",
     "LowRankGaussian",
+    "MarginalLikelihoodFit",
     "NonlinearDynamics",
     "NonlinearObservation",
+    "SigmaPointRule",
     "Simulation",
     "SmootherResult",
     "SqrtGaussian",
@@ -126,6 +137,7 @@ __all__ = [
     "categorical_update",
     "collapse",
     "constraints",
+    "cubature",
     "diagnostics",
     "diagonal_filter",
     "diffuse_kalman_filter",
@@ -135,6 +147,7 @@ __all__ = [
     "fit_em",
     "fit_marginal_likelihood",
     "forecast",
+    "gauss_hermite",
     "get_obs",
     "iterated_extended_smoother",
     "kalman_filter",
@@ -150,9 +163,13 @@ __all__ = [
     "run_batch",
     "sample_posterior",
     "shard_batch",
+    "sigma_point_kalman_filter",
+    "sigma_points",
     "simulate",
+    "statistical_linearize",
     "to_dense",
     "to_sqrt",
+    "unscented",
     "update",
     "validate",
 ]

@@ -34,7 +34,9 @@ from ..filters.kalman import kalman_filter
 from ..steps.associative import combine_kernels
 from ..steps.backward import BackwardKernel, apply_kernel, backward_kernel
 from ..steps.linear import Form
-from ..steps.linearize import Method, linearize
+from ..steps.linearize import Method
+from ..steps.nonlinear import linearize_about
+from ..steps.sigma_points import SigmaPointRule
 from .filtering import run
 
 __all__ = [
@@ -60,7 +62,7 @@ def rts_smoother(
     *,
     parallel: bool = False,
     fast: bool | None = None,
-    method: Method = "jacfwd",
+    method: Method | SigmaPointRule = "jacfwd",
 ) -> Gaussian | SqrtGaussian:
     r"""Backward RTS pass over filtered beliefs stacked on a leading time axis.
 
@@ -77,8 +79,11 @@ def rts_smoother(
         parallel: combine the backward kernels with a reverse
             ``lax.associative_scan`` (span :math:`O(\log T)`, for accelerators).
         fast: elementwise small-state kernels (``None``: when ``state <= 8``).
-        method: the Jacobian method for nonlinear dynamics (``"jacfwd"`` or
-            ``"jacrev"``).
+        method: how nonlinear dynamics are linearised: ``"jacfwd"`` or
+            ``"jacrev"`` (at the filtered means: the extended RTS smoother), or
+            the :class:`~kalmanjax.SigmaPointRule` of a
+            :func:`kalmanjax.sigma_point_kalman_filter` (under the filtered
+            beliefs: its RTS smoother).
 
     Returns:
         The smoothed beliefs :math:`p(x_t \mid y_{1:T})`, same type and shapes as
@@ -157,13 +162,19 @@ def _step_kernel(dynamics, filt, inputs, ops, chol_q, owner, method):
     Nonlinear dynamics are linearised at the filtered mean :math:`m_t`, as the
     extended Kalman filter predicts: :math:`F = \partial f / \partial x` at
     :math:`m_t` and :math:`b = f(m_t) - F m_t`, so the kernel predicts
-    :math:`f(m_t)` (the extended RTS smoother).
+    :math:`f(m_t)` (the extended RTS smoother). With a sigma-point rule,
+    :math:`(F, b, Q + \Omega)` is the statistical linear regression of :math:`f`
+    under the filtered belief, as the sigma-point filters predict (the
+    unscented / cubature / Gauss-Hermite RTS smoother).
     """
     dyn = resolve(dynamics, inputs)
     n, dtype = filt.mean.shape[0], filt.mean.dtype
     if isinstance(dyn, NonlinearDynamics):
-        fx, F = linearize(dyn.fn, filt.mean, inputs, method=method)
-        dyn = LinearDynamics(F=F, Q=dyn.Q, b=fx - ops.matmul(F, filt.mean))
+        fx, F, omega = linearize_about(dyn.fn, filt, inputs, method, ops, owner)
+        Q = dyn.Q
+        if omega is not None:  # the statistical regression's residual noise
+            Q, chol_q = Q + omega, None
+        dyn = LinearDynamics(F=F, Q=Q, b=fx - ops.matmul(F, filt.mean))
     checks.check_dynamics(dyn, n, dtype, owner)
     return backward_kernel(filt, dyn, ops, chol_q)
 
@@ -176,7 +187,7 @@ def sample_posterior(
     *,
     parallel: bool = False,
     fast: bool | None = None,
-    method: Method = "jacfwd",
+    method: Method | SigmaPointRule = "jacfwd",
 ) -> jax.Array:
     r"""One draw of the whole path :math:`x_{1:T} \sim p(x_{1:T} \mid y_{1:T})`.
 
@@ -200,7 +211,8 @@ def sample_posterior(
         parallel: the reverse parallel scan instead of the sequential one.
         fast: elementwise small-state kernels (``None``: when ``state <= 8``).
         method: as for :func:`rts_smoother`; nonlinear dynamics sample the
-            model linearised at the filtered means (the EKF's).
+            model linearised about the filtered beliefs (the EKF's, or a
+            sigma-point filter's).
 
     Returns:
         ``(T, state)``, in the beliefs' dtype.
@@ -278,7 +290,7 @@ def lag_one_covariances(
     xs: Any = None,
     *,
     fast: bool | None = None,
-    method: Method = "jacfwd",
+    method: Method | SigmaPointRule = "jacfwd",
 ) -> jax.Array:
     r"""The smoother's lag-one cross-covariances, what EM needs beside its marginals.
 

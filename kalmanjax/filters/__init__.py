@@ -4,6 +4,7 @@ from .diffuse import DiffuseBelief, collapse, diffuse_kalman_filter
 from .extended import extended_kalman_filter
 from .kalman import kalman_filter
 from .regression import regression_design, regression_filter
+from .sigma_point import sigma_point_kalman_filter
 from .structured import diagonal_filter, low_rank_filter
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "low_rank_filter",
     "regression_design",
     "regression_filter",
+    "sigma_point_kalman_filter",
 ]

@@ -28,6 +28,7 @@ from ..steps.categorical import categorical_condition
 from ..steps.linear import FORMS, Form
 from ..steps.linearize import METHODS, Method
 from ..steps.nonlinear import nonlinear_predict, nonlinear_update
+from ..steps.sigma_points import SigmaPointRule
 
 __all__ = ["extended_kalman_filter"]
 
@@ -88,10 +89,31 @@ def extended_kalman_filter(
         (5, 2)
     """
     owner = "extended_kalman_filter"
-    if form not in FORMS:
-        raise ValueError(f"{owner}: form must be one of {FORMS}, got {form!r}")
     if method not in METHODS:
         raise ValueError(f"{owner}: method must be one of {METHODS}, got {method!r}")
+    return linearized_filter(
+        owner, dynamics, observation, form, num_iter, method, missing, fast
+    )
+
+
+def linearized_filter(
+    owner: str,
+    dynamics,
+    observation,
+    form: Form,
+    num_iter: int,
+    method: Method | SigmaPointRule,
+    missing: bool,
+    fast: bool | None,
+) -> Filter:
+    """The filter of :func:`extended_kalman_filter` for any linearisation.
+
+    ``method`` is a Jacobian method (the EKF / IEKF) or a sigma-point rule (the
+    sigma-point filters and posterior linearisation,
+    :func:`kalmanjax.sigma_point_kalman_filter`).
+    """
+    if form not in FORMS:
+        raise ValueError(f"{owner}: form must be one of {FORMS}, got {form!r}")
     checks.check_num_iter(num_iter, owner)
     sqrt = form == "sqrt"
     dynamics = with_checked_covariance(dynamics)  # as kalman_filter reads them
@@ -109,6 +131,11 @@ def extended_kalman_filter(
         obs_model = resolve(observation, inputs)
         categorical = isinstance(obs_model, CategoricalObservation)
         if categorical:
+            if isinstance(method, SigmaPointRule):
+                raise ValueError(
+                    f"{step_owner}: a CategoricalObservation is linearised by "
+                    "Taylor expansion only (extended_kalman_filter)"
+                )
             checks.check_token(y, step_owner)
             m = n
         else:

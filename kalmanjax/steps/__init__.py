@@ -10,13 +10,27 @@ from .categorical import categorical_update
 from .linear import FORMS, predict, update
 from .linearize import linearize
 from .nonlinear import ekf_predict, ekf_update
+from .sigma_points import (
+    SigmaPointRule,
+    cubature,
+    gauss_hermite,
+    sigma_points,
+    statistical_linearize,
+    unscented,
+)
 
 __all__ = [
     "FORMS",
+    "SigmaPointRule",
     "categorical_update",
+    "cubature",
     "ekf_predict",
     "ekf_update",
+    "gauss_hermite",
     "linearize",
     "predict",
+    "sigma_points",
+    "statistical_linearize",
+    "unscented",
     "update",
 ]

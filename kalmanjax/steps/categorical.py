@@ -138,8 +138,10 @@ def categorical_condition(
         logits, None, "observation.fn", "(vocab,)", predicted.mean.dtype, owner
     )
     posterior, info = iterate_linearization(
-        lambda point: _condition_at(predicted, token, model, point, inputs, method),
-        predicted.mean,
+        lambda about: _condition_at(
+            predicted, token, model, about.mean, inputs, method
+        ),
+        predicted,
         num_iter,
     )
     observed = (token >= 0) & (token < logits.shape[0])

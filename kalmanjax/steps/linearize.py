@@ -75,18 +75,20 @@ def linearize(
 
 
 def iterate_linearization(
-    condition_at: Callable[[Array], tuple[Any, Any]], start: Array, num_iter: int
+    condition_at: Callable[[Any], tuple[Any, Any]], start: Any, num_iter: int
 ) -> tuple[Any, Any]:
-    """Condition at ``start``, then ``num_iter - 1`` times at the last posterior mean.
+    """Condition about ``start``, then ``num_iter - 1`` times about the last posterior.
 
-    ``condition_at(point) -> (posterior, info)`` must condition the same predicted
-    belief on the same observation with the model linearised at ``point``, so the
-    observation enters once however many iterations run (Gauss-Newton).
+    ``condition_at(about) -> (posterior, info)`` must condition the same predicted
+    belief on the same observation with the model linearised about ``about`` (a
+    belief: at its mean for a Taylor expansion, under all of it for a sigma-point
+    rule), so the observation enters once however many iterations run
+    (Gauss-Newton; posterior linearisation).
     """
     posterior, info = condition_at(start)
     if num_iter > 1:
         posterior, info = lax.fori_loop(
-            1, num_iter, lambda _, carry: condition_at(carry[0].mean), (posterior, info)
+            1, num_iter, lambda _, carry: condition_at(carry[0]), (posterior, info)
         )
     return posterior, info
 

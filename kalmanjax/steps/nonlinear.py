@@ -57,33 +57,63 @@ from ..core.models import (
 )
 from .linear import linear_predict, linear_update
 from .linearize import Method, iterate_linearization, linearize, linearized_prediction
+from .sigma_points import SigmaPointRule, slr
 
-__all__ = ["ekf_predict", "ekf_update", "nonlinear_predict", "nonlinear_update"]
+__all__ = [
+    "ekf_predict",
+    "ekf_update",
+    "linearize_about",
+    "nonlinear_predict",
+    "nonlinear_update",
+]
 
 
 # ------------------------------------------------------------------------- steps
 
 
+def linearize_about(fn, belief, inputs, method, ops: LinalgOps, owner: str):
+    r"""``fn(x, inputs)`` linearised about ``belief``: ``(value, jacobian, omega)``.
+
+    A Jacobian ``method`` (``"jacfwd"``, ``"jacrev"``) expands at the mean:
+    :math:`(g(m), \partial g / \partial x, None)`. A
+    :class:`~kalmanjax.SigmaPointRule` gives the statistical linear regression
+    :math:`(\bar g, A, \Omega)` under the whole belief
+    (:mod:`kalmanjax.steps.sigma_points`). Either way the model predicts
+    ``value + jacobian @ (x - mean)`` with extra noise ``omega``.
+    """
+    if isinstance(method, SigmaPointRule):
+        return slr(lambda x: fn(x, inputs), belief, method, ops, owner)
+    value, jac = linearize(fn, belief.mean, inputs, method=method)
+    return value, jac, None
+
+
+def _plus(cov, omega):
+    return cov if omega is None else cov + omega
+
+
 def nonlinear_predict(belief, dyn, inputs, ops: LinalgOps, method, owner, sym=True):
-    """:func:`ekf_predict` with ``ops`` chosen by the caller (checks ``fn`` only)."""
+    """:func:`ekf_predict` with ``ops`` chosen by the caller (checks ``fn`` only).
+
+    ``method`` is a Jacobian method or a sigma-point rule (:func:`linearize_about`).
+    """
     if isinstance(dyn, LinearDynamics):
         return linear_predict(belief, dyn, ops, sym=sym)
     n, dtype = belief.mean.shape[0], belief.mean.dtype
     checks.check_array(dyn.Q, "dynamics.Q", (n, n), dtype, "(state, state)", owner)
-    fx, F = linearize(dyn.fn, belief.mean, inputs, method=method)
+    fx, F, omega = linearize_about(dyn.fn, belief, inputs, method, ops, owner)
     checks.check_fn_output(fx, (n,), "dynamics.fn", "(state,)", dtype, owner)
-    predicted = linear_predict(belief, LinearDynamics(F=F, Q=dyn.Q), ops, sym=sym)
-    return predicted._replace(mean=fx)
+    model = LinearDynamics(F=F, Q=_plus(dyn.Q, omega))
+    return linear_predict(belief, model, ops, sym=sym)._replace(mean=fx)
 
 
-def _condition_at(predicted, y, obs_model, point, inputs, ops, joseph, missing, method):
-    """Condition ``predicted`` on ``y`` with ``h`` linearised at ``point``."""
-    h_point, H = linearize(obs_model.fn, point, inputs, method=method)
-    predicted_obs = linearized_prediction(h_point, H, point, predicted.mean)
+def _condition_at(predicted, y, obs_model, about, inputs, ops, joseph, missing, method):
+    """Condition ``predicted`` on ``y`` with ``h`` linearised about ``about``."""
+    h, H, omega = linearize_about(obs_model.fn, about, inputs, method, ops, "update")
+    predicted_obs = linearized_prediction(h, H, about.mean, predicted.mean)
     return linear_update(
         predicted,
         y,
-        LinearObservation(H=H, R=obs_model.R),
+        LinearObservation(H=H, R=_plus(obs_model.R, omega)),
         ops,
         joseph,
         missing,
@@ -105,12 +135,14 @@ def nonlinear_update(
     )
     checks.check_array(obs_model.R, "observation.R", (m, m), dtype, "(obs, obs)", owner)
 
-    def condition(point):
+    def condition(about):
         return _condition_at(
-            predicted, y, obs_model, point, inputs, ops, joseph, missing, method
+            predicted, y, obs_model, about, inputs, ops, joseph, missing, method
         )
 
-    return iterate_linearization(condition, predicted.mean, num_iter)
+    # the IEKF relinearises at each posterior mean, posterior linearisation
+    # (a sigma-point rule) under each whole posterior
+    return iterate_linearization(condition, predicted, num_iter)
 
 
 def ekf_predict(

@@ -100,6 +100,18 @@ def _ekf(form, num_iter=1):
     return make
 
 
+def _sigma_point(rule, form, num_iter=1):
+    def make(dtype):
+        dyn = kj.NonlinearDynamics(
+            fn=lambda x, u: x + 0.1 * jnp.tanh(x), Q=0.01 * jnp.eye(3, dtype=dtype)
+        )
+        return kj.sigma_point_kalman_filter(
+            dyn, _tanh_obs(dtype), rule=rule, form=form, num_iter=num_iter
+        )
+
+    return make
+
+
 def _categorical(form):
     def make(dtype):
         obs = kj.CategoricalObservation(fn=_logits)
@@ -140,6 +152,13 @@ FILTERS = [
     ("ekf_sqrt", _ekf("sqrt"), "regression", "belief"),
     ("iekf_joseph", _ekf("joseph", num_iter=3), "regression", "belief"),
     ("ekf_categorical_dense", _categorical("dense"), "tokens", "belief"),
+    ("ukf_joseph", _sigma_point(kj.unscented(), "joseph"), "regression", "belief"),
+    (
+        "iplf_cubature_sqrt",
+        _sigma_point(kj.cubature(), "sqrt", num_iter=2),
+        "regression",
+        "belief",
+    ),
     (
         "diagonal_filter",
         lambda dtype: kj.diagonal_filter(_drift(dtype), _tanh_obs(dtype)),
@@ -307,6 +326,7 @@ def test_every_filter_factory_is_covered():
         "kalman_filter",
         "extended_kalman_filter",
         "regression_filter",
+        "sigma_point_kalman_filter",
     } | {f[0] for f in FILTERS}
     assert factories <= covered, sorted(factories - covered)
 
