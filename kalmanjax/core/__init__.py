@@ -1,4 +1,4 @@
-"""Layer 0, the atoms: beliefs, models, filter types, linear algebra, checks, batching.
+"""Layer 0, the atoms: beliefs, models, likelihoods, filter types, linalg, checks.
 
 Parameter constraints (reparametrisations for fitting) are in
 :mod:`kalmanjax.core.constraints`, exposed as ``kalmanjax.constraints``.
@@ -17,6 +17,13 @@ from .beliefs import (
     to_sqrt,
 )
 from .filter import AssociativeForm, Filter, FilterResult, UpdateInfo
+from .likelihoods import (
+    ConditionalMomentObservation,
+    bernoulli_likelihood,
+    categorical_likelihood,
+    poisson_likelihood,
+    student_t_likelihood,
+)
 from .models import (
     CategoricalObservation,
     DiagonalDynamics,
@@ -32,6 +39,7 @@ __all__ = [
     "AssociativeForm",
     "Belief",
     "CategoricalObservation",
+    "ConditionalMomentObservation",
     "DiagonalDynamics",
     "DiagonalGaussian",
     "Filter",
@@ -44,7 +52,11 @@ __all__ = [
     "NonlinearObservation",
     "SqrtGaussian",
     "UpdateInfo",
+    "bernoulli_likelihood",
+    "categorical_likelihood",
     "get_obs",
+    "poisson_likelihood",
+    "student_t_likelihood",
     "to_dense",
     "to_sqrt",
     "validate",

@@ -219,6 +219,13 @@ def _dynamics_mean(dyn, x, inputs):
 
 
 def _observation_mean(obs_model, x, inputs):
+    if not isinstance(obs_model, NonlinearObservation | LinearObservation):
+        raise ValueError(
+            "iterated_extended_smoother: the observation must be a "
+            "NonlinearObservation or a LinearObservation (its MAP cost is "
+            f"Gaussian), got {type(obs_model).__name__}; smooth a "
+            "ConditionalMomentObservation with kj.iterated_sigma_point_smoother"
+        )
     if isinstance(obs_model, NonlinearObservation):
         return obs_model.fn(x, inputs)
     d = 0.0 if obs_model.d is None else obs_model.d

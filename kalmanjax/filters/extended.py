@@ -13,6 +13,7 @@ from collections.abc import Callable
 from ..core import checks
 from ..core.beliefs import to_dense, to_sqrt
 from ..core.filter import Filter
+from ..core.likelihoods import ConditionalMomentObservation
 from ..core.linalg import choose_ops
 from ..core.models import (
     CategoricalObservation,
@@ -38,6 +39,7 @@ def extended_kalman_filter(
     observation: NonlinearObservation
     | LinearObservation
     | CategoricalObservation
+    | ConditionalMomentObservation
     | Callable,
     *,
     form: Form = "joseph",
@@ -60,7 +62,11 @@ def extended_kalman_filter(
         observation: ``NonlinearObservation``, ``LinearObservation``,
             :class:`~kalmanjax.CategoricalObservation` (the observation is then an
             integer token id per step; the covariance forms update as one,
-            ``"sqrt"`` keeps factors), or a function ``inputs -> model``.
+            ``"sqrt"`` keeps factors), a
+            :class:`~kalmanjax.ConditionalMomentObservation` (e.g.
+            :func:`kalmanjax.poisson_likelihood`: ``H`` from its mean, ``R`` its
+            covariance at the predicted mean; the CMGF), or a function
+            ``inputs -> model``.
         form: ``"joseph"`` (default), ``"dense"`` or ``"sqrt"`` (see
             :func:`kalmanjax.kalman_filter`).
         num_iter: linearisations per update (static); 1 is the EKF.

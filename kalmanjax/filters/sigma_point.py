@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..core.filter import Filter
+from ..core.likelihoods import ConditionalMomentObservation
 from ..core.models import (
     LinearDynamics,
     LinearObservation,
@@ -31,7 +32,7 @@ from ..core.models import (
     NonlinearObservation,
 )
 from ..steps.linear import Form
-from ..steps.sigma_points import SigmaPointRule, unscented
+from ..steps.sigma_points import SigmaPointRule, default_rule
 from .extended import linearized_filter
 
 __all__ = ["sigma_point_kalman_filter"]
@@ -39,7 +40,10 @@ __all__ = ["sigma_point_kalman_filter"]
 
 def sigma_point_kalman_filter(
     dynamics: NonlinearDynamics | LinearDynamics | Callable,
-    observation: NonlinearObservation | LinearObservation | Callable,
+    observation: NonlinearObservation
+    | LinearObservation
+    | ConditionalMomentObservation
+    | Callable,
     *,
     rule: SigmaPointRule | None = None,
     form: Form = "joseph",
@@ -58,8 +62,10 @@ def sigma_point_kalman_filter(
     Args:
         dynamics: ``NonlinearDynamics`` or ``LinearDynamics``, or a function
             ``inputs -> model``.
-        observation: ``NonlinearObservation`` or ``LinearObservation``, or a
-            function ``inputs -> model``.
+        observation: ``NonlinearObservation``, ``LinearObservation``, a
+            :class:`~kalmanjax.ConditionalMomentObservation` (e.g.
+            :func:`kalmanjax.bernoulli_likelihood`; the SLR of its mean, and
+            :math:`E[\Sigma(x)]` as noise), or a function ``inputs -> model``.
         rule: :func:`kalmanjax.unscented` (default), :func:`kalmanjax.cubature`
             or :func:`kalmanjax.gauss_hermite`.
         form: ``"joseph"`` (default), ``"dense"`` or ``"sqrt"``; the square-root
@@ -89,12 +95,7 @@ def sigma_point_kalman_filter(
         (5, 1)
     """
     owner = "sigma_point_kalman_filter"
-    rule = unscented() if rule is None else rule
-    if not isinstance(rule, SigmaPointRule):
-        raise ValueError(
-            f"{owner}: rule must be a SigmaPointRule (kj.unscented(), kj.cubature(), "
-            f"kj.gauss_hermite(order)), got {rule!r}"
-        )
+    rule = default_rule(rule, owner)
     return linearized_filter(
         owner, dynamics, observation, form, num_iter, rule, missing, fast
     )

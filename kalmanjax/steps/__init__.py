@@ -6,6 +6,7 @@ here scans over time. The public, checked steps are re-exported by
 filters layer composes.
 """
 
+from . import resampling
 from .categorical import categorical_update
 from .linear import FORMS, predict, update
 from .linearize import linearize
@@ -29,6 +30,7 @@ __all__ = [
     "gauss_hermite",
     "linearize",
     "predict",
+    "resampling",
     "sigma_points",
     "statistical_linearize",
     "unscented",

@@ -48,6 +48,7 @@ from jaxtyping import Array, Float
 from ..core import checks
 from ..core.beliefs import Gaussian, SqrtGaussian
 from ..core.filter import UpdateInfo
+from ..core.likelihoods import ConditionalMomentObservation
 from ..core.linalg import LinalgOps, choose_ops
 from ..core.models import (
     LinearDynamics,
@@ -57,9 +58,10 @@ from ..core.models import (
 )
 from .linear import linear_predict, linear_update
 from .linearize import Method, iterate_linearization, linearize, linearized_prediction
-from .sigma_points import SigmaPointRule, slr
+from .sigma_points import SigmaPointRule, expectation, slr
 
 __all__ = [
+    "conditional_noise",
     "ekf_predict",
     "ekf_update",
     "linearize_about",
@@ -106,14 +108,30 @@ def nonlinear_predict(belief, dyn, inputs, ops: LinalgOps, method, owner, sym=Tr
     return linear_predict(belief, model, ops, sym=sym)._replace(mean=fx)
 
 
-def _condition_at(predicted, y, obs_model, about, inputs, ops, joseph, missing, method):
-    """Condition ``predicted`` on ``y`` with ``h`` linearised about ``about``."""
-    h, H, omega = linearize_about(obs_model.fn, about, inputs, method, ops, "update")
+def conditional_noise(cov_fn, about, inputs, method, ops: LinalgOps):
+    r"""The noise :math:`R` of a conditional-moments observation about ``about``.
+
+    :math:`\Sigma(m)` for a Taylor expansion at the mean, :math:`E[\Sigma(x)]`
+    under the belief for a sigma-point rule
+    (:class:`~kalmanjax.ConditionalMomentObservation`).
+    """
+    if isinstance(method, SigmaPointRule):
+        return expectation(lambda x: cov_fn(x, inputs), about, method, ops)
+    return cov_fn(about.mean, inputs)
+
+
+def _condition_at(predicted, y, fn, noise, about, inputs, ops, joseph, missing, method):
+    """Condition ``predicted`` on ``y`` with ``h = fn`` linearised about ``about``.
+
+    ``noise(about)`` is the observation noise there (``R``, or a conditional
+    covariance).
+    """
+    h, H, omega = linearize_about(fn, about, inputs, method, ops, "update")
     predicted_obs = linearized_prediction(h, H, about.mean, predicted.mean)
     return linear_update(
         predicted,
         y,
-        LinearObservation(H=H, R=_plus(obs_model.R, omega)),
+        LinearObservation(H=H, R=_plus(noise(about), omega)),
         ops,
         joseph,
         missing,
@@ -124,20 +142,38 @@ def _condition_at(predicted, y, obs_model, about, inputs, ops, joseph, missing, 
 def nonlinear_update(
     predicted, y, obs_model, inputs, ops, joseph, missing, method, num_iter, owner
 ):
-    """:func:`ekf_update` with ``ops`` chosen by the caller (checks ``fn``, ``R``)."""
+    """:func:`ekf_update` with ``ops`` chosen by the caller (checks ``fn``, ``R``).
+
+    ``obs_model`` is a ``LinearObservation``, a ``NonlinearObservation`` or a
+    :class:`~kalmanjax.ConditionalMomentObservation`.
+    """
     if isinstance(obs_model, LinearObservation):
         return linear_update(predicted, y, obs_model, ops, joseph, missing)
     dtype = predicted.mean.dtype
     m = np.shape(y)[0]
-    h0 = jax.eval_shape(obs_model.fn, predicted.mean, inputs)
-    checks.check_fn_output(
-        h0, (m,), "observation.fn", "(obs,) to match obs", dtype, owner
-    )
-    checks.check_array(obs_model.R, "observation.R", (m, m), dtype, "(obs, obs)", owner)
+    moments = isinstance(obs_model, ConditionalMomentObservation)
+    fn = obs_model.mean if moments else obs_model.fn
+    name = "observation.mean" if moments else "observation.fn"
+    h0 = jax.eval_shape(fn, predicted.mean, inputs)
+    checks.check_fn_output(h0, (m,), name, "(obs,) to match obs", dtype, owner)
+    if moments:
+        r0 = jax.eval_shape(obs_model.cov, predicted.mean, inputs)
+        checks.check_fn_output(
+            r0, (m, m), "observation.cov", "(obs, obs)", dtype, owner
+        )
+    else:
+        checks.check_array(
+            obs_model.R, "observation.R", (m, m), dtype, "(obs, obs)", owner
+        )
+
+    def noise(about):
+        if moments:
+            return conditional_noise(obs_model.cov, about, inputs, method, ops)
+        return obs_model.R
 
     def condition(about):
         return _condition_at(
-            predicted, y, obs_model, about, inputs, ops, joseph, missing, method
+            predicted, y, fn, noise, about, inputs, ops, joseph, missing, method
         )
 
     # the IEKF relinearises at each posterior mean, posterior linearisation
@@ -186,7 +222,9 @@ def ekf_predict(
 def ekf_update(
     belief: Gaussian | SqrtGaussian,
     obs: Float[Array, " obs"],
-    observation: NonlinearObservation | LinearObservation,
+    observation: NonlinearObservation
+    | LinearObservation
+    | ConditionalMomentObservation,
     inputs: Any = None,
     *,
     num_iter: int = 1,
@@ -205,7 +243,9 @@ def ekf_update(
         belief: the predicted belief, mean of shape ``(state,)``.
         obs: the observation, shape ``(obs,)``; NaN entries are missing.
         observation: ``NonlinearObservation`` with ``fn(x, inputs) -> (obs,)``
-            and ``R`` of shape ``(obs, obs)`` (or a ``LinearObservation``).
+            and ``R`` of shape ``(obs, obs)``, a ``LinearObservation``, or a
+            :class:`~kalmanjax.ConditionalMomentObservation` (``H`` from its
+            mean, ``R`` its covariance at the point).
         inputs: passed to ``observation.fn`` as its second argument.
         num_iter: number of linearisations (1 = EKF; static).
         joseph: Joseph-form covariance update (covariance-form beliefs; default).

@@ -65,6 +65,8 @@ from ..core.linalg import GENERAL, LinalgOps, mT, skip_zero_pivots, symmetrize
 __all__ = [
     "SigmaPointRule",
     "cubature",
+    "default_rule",
+    "expectation",
     "gauss_hermite",
     "sigma_points",
     "slr",
@@ -110,6 +112,11 @@ class SigmaPointRule:
             xi = math.sqrt(n) * np.concatenate([eye, -eye])
             w = np.full(2 * n, 0.5 / n)
             return xi, w, w
+        if self.name != "gauss_hermite" or self.order < 1:
+            raise ValueError(
+                f"SigmaPointRule: unknown rule {self!r}; build one with "
+                "kj.unscented(), kj.cubature() or kj.gauss_hermite(order)"
+            )
         nodes, weights = np.polynomial.hermite_e.hermegauss(self.order)
         weights = weights / weights.sum()
         grids = np.meshgrid(*([nodes] * n), indexing="ij")
@@ -121,7 +128,9 @@ class SigmaPointRule:
 
 
 def unscented(
-    alpha: float = math.sqrt(3.0), beta: float = 2.0, kappa: float = 1.0
+    alpha: float | int = math.sqrt(3.0),
+    beta: float | int = 2.0,
+    kappa: float | int = 1.0,
 ) -> SigmaPointRule:
     r"""The unscented transform's :math:`2n + 1` points (see the module docstring).
 
@@ -155,6 +164,21 @@ def gauss_hermite(order: int = 3) -> SigmaPointRule:
     if not isinstance(order, int) or isinstance(order, bool) or order < 1:
         raise ValueError(f"gauss_hermite: order must be a positive int, got {order!r}")
     return SigmaPointRule("gauss_hermite", order=order)
+
+
+def default_rule(rule: Any, owner: str) -> SigmaPointRule:
+    """``rule``, or :func:`unscented` for ``None``; refuses anything else.
+
+    Raises:
+        ValueError: if ``rule`` is not a :class:`SigmaPointRule`.
+    """
+    rule = unscented() if rule is None else rule
+    if not isinstance(rule, SigmaPointRule):
+        raise ValueError(
+            f"{owner}: rule must be a SigmaPointRule (kj.unscented(), kj.cubature(), "
+            f"kj.gauss_hermite(order)), got {rule!r}"
+        )
+    return rule
 
 
 def _check_size(rule: SigmaPointRule, n: int, owner: str) -> None:
@@ -214,6 +238,19 @@ def slr(
     chol, rhs = skip_zero_pivots(L, C)
     A = mT(ops.solve_lower_t(chol, rhs))  # C^T L^{-1}
     return mean, A, omega
+
+
+def expectation(
+    fn: Callable[[Array], Array],
+    belief: Gaussian | SqrtGaussian,
+    rule: SigmaPointRule,
+    ops: LinalgOps,
+) -> Array:
+    r""":math:`E[g(x)] \approx \sum_i w_i g(X_i)` under ``belief`` (any shape)."""
+    n, dtype = belief.mean.shape[0], belief.mean.dtype
+    xi, wm, _ = (jnp.asarray(a, dtype) for a in rule.unit_points(n))
+    values = jax.vmap(fn)(belief.mean[None] + xi @ mT(_factor(belief, ops)))
+    return jnp.tensordot(wm, values, axes=1)
 
 
 def statistical_linearize(

@@ -327,6 +327,9 @@ def test_every_filter_factory_is_covered():
         "extended_kalman_filter",
         "regression_filter",
         "sigma_point_kalman_filter",
+        # its state is a particle set, not a belief: tests/filters/test_particle.py
+        # checks its dtypes, jit, vmap and gradients
+        "particle_filter",
     } | {f[0] for f in FILTERS}
     assert factories <= covered, sorted(factories - covered)
 

@@ -146,3 +146,7 @@ def test_bad_rules_raise():
             kj.Gaussian(jnp.zeros(2), jnp.eye(2)),
             rule=kj.unscented(1.0, 2.0, -3.0),
         )
+    with pytest.raises(ValueError, match="unknown rule"):
+        kj.SigmaPointRule("other").unit_points(2)
+    # integer parameters are the same rule as their floats
+    assert kj.unscented(1, 2, 1) == kj.unscented(1.0, 2.0, 1.0)
