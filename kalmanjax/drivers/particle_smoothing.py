@@ -48,8 +48,9 @@ def backward_simulation(
         filtered: ``run(particle_filter(...), ...).states``: particles
             ``(T, N, state)`` and log-weights ``(T, N)``.
         xs: the filter's per-step inputs (``filtered`` row ``t`` is smoothed
-            with the dynamics of ``xs[t + 1]``); needed when ``dynamics`` is a
-            function.
+            with the dynamics of ``xs[t + 1]``, and ``fn(x, inputs)`` gets that
+            slice); needed when ``dynamics`` is a function or its ``fn`` reads
+            the inputs (without ``xs`` it gets ``None``).
         num_samples: trajectories to draw (static).
 
     Returns:
@@ -85,10 +86,8 @@ def backward_simulation(
         keys[-1], filtered.log_weights[-1], shape=(num_samples,)
     )
     x_last = filtered.particles[-1][last]
-    if xs is None:
-        next_inputs = jnp.zeros((num_steps - 1,))
-    else:
-        next_inputs = jax.tree_util.tree_map(lambda a: a[1:], xs)
+    # None (no leaves) scans as None: a fixed model's fn then sees inputs=None
+    next_inputs = None if xs is None else jax.tree_util.tree_map(lambda a: a[1:], xs)
 
     def body(x_next, step_in):
         particles, log_weights, inputs, step_key = step_in

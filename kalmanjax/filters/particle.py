@@ -48,8 +48,11 @@ from ..core.beliefs import Gaussian, SqrtGaussian, to_dense
 from ..core.filter import Filter
 from ..core.linalg import GENERAL, choose_ops, logdet_from_chol, mT
 from ..core.models import (
+    CategoricalObservation,
     LinearDynamics,
+    LinearObservation,
     NonlinearDynamics,
+    NonlinearObservation,
     get_obs,
     resolve,
 )
@@ -197,7 +200,7 @@ def particle_filter(
             ``"multinomial"``.
         ess_threshold: resample when the effective sample size is below
             ``ess_threshold * N``: 0 never resamples (sequential importance
-            sampling), 1 whenever the weights are not all equal.
+            sampling), 1 at essentially every step.
         differentiable: resampled log-weights carry their ancestors' gradients
             (module docstring); the values are unchanged (to rounding).
 
@@ -283,6 +286,7 @@ def particle_filter(
         x_prev = x[ancestors]
         y = get_obs(inputs)
         dyn, obs_model = resolve(dynamics, inputs), resolve(observation, inputs)
+        _check_models(dyn, obs_model, y, x.shape[1], dtype, proposal, step_owner)
         if proposal is None:
             x_new = sample_transition(k_propose, dyn, x_prev, inputs)
             log_inc = observation_log_likelihoods(
@@ -303,6 +307,7 @@ def particle_filter(
         x = state.particles
         y = get_obs(inputs)
         obs_model = resolve(observation, inputs)
+        _check_observation(obs_model, y, x.shape[1], x.dtype, f"{owner}.update")
         log_inc = observation_log_likelihoods(
             obs_model, y, x, inputs, f"{owner}.update"
         )
@@ -313,6 +318,34 @@ def particle_filter(
         return state._replace(log_weights=log_weights), info
 
     return Filter(init=init, step=step, update=update)
+
+
+def _check_observation(obs_model, y, n, dtype, owner) -> None:
+    """The reading and the observation's fixed arrays against the particles."""
+    if isinstance(obs_model, CategoricalObservation):
+        checks.check_token(y, owner)
+        return
+    m = checks.check_vector(y, "obs", dtype, owner)
+    if isinstance(obs_model, LinearObservation):
+        checks.check_observation(obs_model, n, dtype, owner)
+    elif isinstance(obs_model, NonlinearObservation):
+        checks.check_array(
+            obs_model.R, "observation.R", (m, m), dtype, "(obs, obs)", owner
+        )
+
+
+def _check_models(dyn, obs_model, y, n, dtype, proposal, owner) -> None:
+    """Trace-time checks of one step's models (dtypes preserved, shapes named)."""
+    if isinstance(dyn, LinearDynamics):
+        checks.check_dynamics(dyn, n, dtype, owner, ref="the particles")
+    else:
+        checks.check_array(dyn.Q, "dynamics.Q", (n, n), dtype, "(state, state)", owner)
+    _check_observation(obs_model, y, n, dtype, owner)
+    if proposal == "extended" and isinstance(obs_model, CategoricalObservation):
+        raise ValueError(
+            f"{owner}: proposal='extended' needs a Gaussian or conditional-moment "
+            "observation, not a CategoricalObservation (use the bootstrap filter)"
+        )
 
 
 def _propose(proposal, dyn, obs_model, x_prev, y, inputs) -> Gaussian:

@@ -39,10 +39,15 @@ RESAMPLING = ("multinomial", "stratified", "systematic")
 
 
 def _invert(weights: Array, u: Array) -> Array:
-    """Indices ``i`` with ``cdf[i-1] <= u < cdf[i]``, clipped to ``0..N-1``."""
+    """Indices ``i`` with ``cdf[i-1] <= u < cdf[i]``.
+
+    A ``u`` that rounds up to the total (the last stratum's, in float32) would
+    fall past the end; it takes the last particle of positive weight instead.
+    """
     cdf = jnp.cumsum(weights)
     idx = jnp.searchsorted(cdf, u * cdf[-1], side="right")
-    return jnp.clip(idx, 0, weights.shape[0] - 1).astype(jnp.int32)
+    last = jnp.argmax(cdf >= cdf[-1])  # the first index reaching the total
+    return jnp.minimum(idx.astype(jnp.int32), last.astype(jnp.int32))
 
 
 def multinomial(

@@ -246,7 +246,12 @@ def expectation(
     rule: SigmaPointRule,
     ops: LinalgOps,
 ) -> Array:
-    r""":math:`E[g(x)] \approx \sum_i w_i g(X_i)` under ``belief`` (any shape)."""
+    r""":math:`E[g(x)] \approx \sum_i w_i g(X_i)` under ``belief`` (any shape).
+
+    With the mean weights :math:`w_i`: for an unscented rule with a small
+    :math:`\alpha` the centre weight is negative, and the expectation of a PSD
+    ``g`` need not be PSD (the defaults keep every weight positive).
+    """
     n, dtype = belief.mean.shape[0], belief.mean.dtype
     xi, wm, _ = (jnp.asarray(a, dtype) for a in rule.unit_points(n))
     values = jax.vmap(fn)(belief.mean[None] + xi @ mT(_factor(belief, ops)))

@@ -187,31 +187,48 @@ def test_token_stream_likelihood_is_unbiased(x64):
     _within(np.exp(lls - np.log(evidence)), 1.0)
 
 
-def test_differentiable_score_is_consistent(x64):
-    """With differentiable=True the gradient of log p-hat in the noise scale is,
-    on average, the Kalman filter's score; the forward values are unchanged."""
+@pytest.mark.parametrize("parameter", ["noise", "dynamics"])
+def test_differentiable_score_is_consistent(parameter, x64):
+    """With differentiable=True the gradient of log p-hat is, on average, the
+    Kalman filter's score: in the observation-noise scale (through the weights)
+    and in a scale of F (through the reparametrised particles and their
+    ancestors). The forward values are unchanged; without the option the
+    gradient ignores the resampling and misses the score."""
     ys = jnp.asarray(_data(T=10))
 
-    def exact(scale):
-        dyn, obs, prior = _model(scale)
+    def models(theta):
+        dyn, obs, prior = _model(theta if parameter == "noise" else 1.0)
+        if parameter == "dynamics":
+            dyn = dyn._replace(F=theta * dyn.F)
+        return dyn, obs, prior
+
+    def exact(theta):
+        dyn, obs, prior = models(theta)
         return kj.log_marginal_likelihood(kj.kalman_filter(dyn, obs), prior, ys)
 
-    def estimate(scale, key, differentiable):
-        dyn, obs, prior = _model(scale)
-        pf = kj.particle_filter(dyn, obs, differentiable=differentiable)
+    def estimate(theta, key, differentiable):
+        dyn, obs, prior = models(theta)
+        pf = kj.particle_filter(
+            dyn, obs, differentiable=differentiable, ess_threshold=1.0
+        )
         start = kj.sample_particles(key, prior, 256)
         return kj.log_marginal_likelihood(pf, start, ys)
 
+    theta = 1.3 if parameter == "noise" else 0.8
     keys = jax.random.split(jax.random.key(2), 200)
     grads = jax.jit(
         jax.vmap(jax.value_and_grad(estimate), in_axes=(None, 0, None)),
         static_argnums=2,
     )
-    values, score = (np.asarray(a) for a in grads(1.3, keys, True))
-    plain_values, _ = (np.asarray(a) for a in grads(1.3, keys, False))
+    values, score = (np.asarray(a) for a in grads(theta, keys, True))
+    plain_values, plain = (np.asarray(a) for a in grads(theta, keys, False))
     np.testing.assert_allclose(values, plain_values, rtol=1e-14)
-    _within(score, float(jax.grad(exact)(1.3)))
+    target = float(jax.grad(exact)(theta))
+    _within(score, target)
     assert score.std() > 0.01
+    # the negative control: the plain gradient is off by many standard errors
+    se = plain.std(ddof=1) / np.sqrt(plain.size)
+    assert abs(plain.mean() - target) > 8 * se, (plain.mean(), target, se)
 
 
 def test_matches_cuthbert_bootstrap_filter(x64):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import kalmanjax as kj
-from kalmanjax.steps.resampling import resampler
+from kalmanjax.steps.resampling import _invert, resampler
 
 N = 8
 WEIGHTS = np.array([0.31, 0.02, 0.0, 0.17, 0.05, 0.2, 0.125, 0.125])
@@ -58,3 +58,11 @@ def test_float32_and_effective_sample_size():
     np.testing.assert_allclose(ess, 1.0 / np.sum(WEIGHTS**2), rtol=1e-6)
     with pytest.raises((ValueError, TypeError), match="scheme|resampling"):
         resampler("residual")  # type: ignore[arg-type]
+
+
+def test_a_uniform_that_rounds_to_one_never_picks_a_zero_weight():
+    """(999 + (1 - 2^-24)) / 1000 is 1.0 in float32: the last stratum's point
+    can reach the total, past the last particle of positive weight."""
+    w = jnp.asarray([0.25, 0.5, 0.25, 0.0, 0.0], jnp.float32)
+    idx = _invert(w, jnp.asarray([0.1, 0.99, 1.0], jnp.float32))
+    assert idx.tolist() == [0, 2, 2]
