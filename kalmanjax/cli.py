@@ -3,12 +3,21 @@
 Usage::
 
     python -m kalmanjax                 # every experiment, default sizes
-    python -m kalmanjax --quick         # smoke sizes (seconds)
+    python -m kalmanjax --quick         # smoke sizes (~6.5 min on 2 cores)
     python -m kalmanjax collapse        # one experiment
     python -m kalmanjax --list          # what exists
 
-Writes ``<out>/<name>.png``, ``<out>/results.md`` (one row per claim: verdict,
-numbers, settings) and ``<out>/results.json``.
+Writes ``<out>/<name>.png`` and ``<out>/<name>.json`` per experiment (its claims,
+the run's metadata and time), and merges them into ``<out>/results.json`` and
+``<out>/results.md`` (one row per claim: verdict, numbers, settings, mode): a run
+of some experiments replaces their entries and keeps the others'. The terminal
+gets one line per experiment; the full table is in ``results.md``.
+
+``results.json`` is ``{"schema_version": 1, "experiments": {name: entry}}`` and
+each entry (also ``<name>.json``) is ``{"metadata": {...}, "time_s": ...,
+"claims": [{"claim", "verdict", "measured", "settings"}, ...]}`` with the
+package versions, the git commit, the seed, ``quick`` and the date in
+``metadata``.
 
 ``--help`` and ``--list`` work on the base install (jax only): the registry
 imports an experiment's module only when it runs. Running one whose optional
@@ -19,9 +28,14 @@ one-line error naming the extra, ``pip install 'kalmanjax[experiments]'``.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import platform
+import subprocess
 import sys
 import time
+from collections import Counter
+from importlib import metadata
 from pathlib import Path
 
 from .experiments import EXPERIMENTS, MissingDependencyError
@@ -38,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help=f"experiments to run (default: all of {', '.join(EXPERIMENTS)})",
     )
-    p.add_argument("--quick", action="store_true", help="smoke sizes (seconds)")
+    p.add_argument(
+        "--quick", action="store_true", help="smoke sizes (~6.5 min on 2 cores)"
+    )
     p.add_argument("--out", default="figures", help="output folder (default: figures)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--list", action="store_true", help="list the experiments and exit")
@@ -57,18 +73,105 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _markdown(results) -> str:
-    lines = [
-        "| experiment | claim | verdict | measured | settings |",
-        "| --- | --- | --- | --- | --- |",
+#: the format of results.json
+SCHEMA_VERSION = 1
+#: the distributions whose versions a result records
+PACKAGES = ("kalmanjax", "jax", "jaxlib", "flax", "optax", "numpy", "matplotlib")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git_commit() -> str | None:
+    """The checkout's commit (``+dirty`` with local changes), None outside git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
+def _metadata(args) -> dict:
+    return {
+        "quick": bool(args.quick),
+        "seed": args.seed,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "git_commit": _git_commit(),
+        "python": platform.python_version(),
+        "packages": {name: _version(name) for name in PACKAGES},
+    }
+
+
+def _entry(res, meta: dict, seconds: float) -> dict:
+    claims = [
+        {
+            "claim": c.claim,
+            "verdict": c.verdict,
+            "measured": c.measured,
+            "settings": c.settings,
+        }
+        for c in res.claims
     ]
-    for res in results:
-        for c in res.claims:
-            settings = ", ".join(f"{k}={v}" for k, v in c.settings.items())
-            cells = (res.name, c.claim, f"**{c.verdict}**")
-            cells += (_format_numbers(c.measured), settings)
+    return {"metadata": meta, "time_s": round(seconds, 2), "claims": claims}
+
+
+def _merged(path: Path, entries: dict) -> dict:
+    """``path``'s experiments with ``entries`` replacing theirs (registry order)."""
+    old = {}
+    try:
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and data.get("schema_version") == SCHEMA_VERSION:
+            old = data["experiments"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # absent, unreadable or an older format: start afresh
+    both = {**old, **entries}
+    order = [n for n in EXPERIMENTS if n in both] + [
+        n for n in both if n not in EXPERIMENTS
+    ]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "experiments": {n: both[n] for n in order},
+    }
+
+
+def _markdown(experiments: dict) -> str:
+    lines = [
+        "| experiment | claim | verdict | measured | settings | mode |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, entry in experiments.items():
+        mode = "quick" if entry["metadata"]["quick"] else "default"
+        for c in entry["claims"]:
+            settings = ", ".join(f"{k}={v}" for k, v in c["settings"].items())
+            cells = (name, c["claim"], f"**{c['verdict']}**")
+            cells += (_format_numbers(c["measured"]), settings, mode)
             lines.append("| " + " | ".join(_cell(x) for x in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _summary(name: str, entry: dict) -> str:
+    """One terminal line: the experiment, its time and its verdicts counted."""
+    kinds = Counter(c["verdict"].split(" (")[0] for c in entry["claims"])
+    counts = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+    return f"{name} ({entry['time_s']:.0f} s): {counts}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         parser.error(f"cannot create the output folder {out}: {err}")
 
-    results = []
+    meta = _metadata(args)
+    entries = {}
     bar = tqdm(names, desc="experiments", unit="exp") if tqdm else None
     for name in names if bar is None else bar:
         if bar is not None:
@@ -110,30 +214,25 @@ def main(argv: list[str] | None = None) -> int:
         module = modules[name]
         res = module.run(quick=args.quick, seed=args.seed)
         module.plot(res, out / f"{name}.png")
-        results.append(res)
-        msg = f"{name}: {time.perf_counter() - start:.1f} s -> {out / (name + '.png')}"
+        entries[name] = _entry(res, meta, time.perf_counter() - start)
+        (out / f"{name}.json").write_text(json.dumps(entries[name], indent=2) + "\n")
+        msg = f"{name}: {entries[name]['time_s']:.1f} s -> {out / (name + '.png')}"
         (print if bar is None else bar.write)(msg)
 
-    table = _markdown(results)
+    merged = _merged(out / "results.json", entries)
+    table = _markdown(merged["experiments"])
     (out / "results.md").write_text(
         "# kalmanjax: claims and verdicts\n\n"
-        + ("Smoke sizes (--quick).\n\n" if args.quick else "")
-        + table
+        "The mode column says which rows come from smoke sizes (--quick).\n\n" + table
     )
-    payload = [
-        dict(
-            experiment=r.name,
-            claim=c.claim,
-            verdict=c.verdict,
-            measured=c.measured,
-            settings=c.settings,
-        )
-        for r in results
-        for c in r.claims
-    ]
-    (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
-    print(table)
-    print(f"wrote {out / 'results.md'} and {out / 'results.json'}")
+    (out / "results.json").write_text(json.dumps(merged, indent=2) + "\n")
+    for name, entry in entries.items():
+        print(_summary(name, entry))
+    kept = len(merged["experiments"]) - len(entries)
+    print(
+        f"wrote {out / 'results.md'} (the full table) and {out / 'results.json'}"
+        + (f"; kept the entries of {kept} experiments not run" if kept else "")
+    )
     return 0
 
 

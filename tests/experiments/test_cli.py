@@ -28,8 +28,17 @@ def test_quick_run_writes_every_figure_and_verdict(tmp_path):
     assert proc.returncode == 0, proc.stderr
     for name in EXPERIMENTS:
         assert (tmp_path / f"{name}.png").stat().st_size > 10_000
-    rows = json.loads((tmp_path / "results.json").read_text())
-    assert {r["experiment"] for r in rows} == set(EXPERIMENTS)
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["schema_version"] == cli.SCHEMA_VERSION
+    assert list(data["experiments"]) == list(EXPERIMENTS)
+    rows = [c for e in data["experiments"].values() for c in e["claims"]]
+    for name, entry in data["experiments"].items():
+        assert entry["metadata"]["quick"] is True and entry["time_s"] > 0
+        assert json.loads((tmp_path / f"{name}.json").read_text()) == entry
+    # the terminal gets a line per experiment, not the table
+    assert "| --- |" not in proc.stdout
+    for name in EXPERIMENTS:
+        assert f"\n{name} (" in "\n" + proc.stdout
     for r in rows:
         assert r["verdict"] in ("holds", "fails") or r["verdict"].startswith(
             ("holds only", "fails (", "inconclusive")
@@ -77,6 +86,44 @@ def test_collapse_claims_on_smoke_sizes():
     np.testing.assert_allclose(
         t[-1] * res.data["trace"][-1], res.data["dim"] * res.data["noise_var"], rtol=0.2
     )
+
+
+def test_a_partial_run_updates_the_merged_results(tmp_path, capsys):
+    """Running one experiment replaces its entry and keeps the others'."""
+    other = {
+        "metadata": {"quick": False, "seed": 3},
+        "time_s": 12.0,
+        "claims": [
+            {"claim": "c", "verdict": "holds", "measured": {"v": 1.0}, "settings": {}}
+        ],
+    }
+    stale = {"metadata": {"quick": False}, "time_s": 1.0, "claims": []}
+    (tmp_path / "results.json").write_text(
+        json.dumps(
+            {
+                "schema_version": cli.SCHEMA_VERSION,
+                "experiments": {"precedes": other, "collapse": stale},
+            }
+        )
+    )
+    assert cli.main(["collapse", "--quick", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert list(data["experiments"]) == ["collapse", "precedes"]  # registry order
+    assert data["experiments"]["precedes"] == other
+    fresh = data["experiments"]["collapse"]
+    assert fresh["claims"] and fresh["metadata"]["quick"] is True
+    meta = fresh["metadata"]
+    assert meta["seed"] == 0 and meta["packages"]["jax"] and meta["date"]
+    md = (tmp_path / "results.md").read_text()
+    assert md.count("\n| ") == 2 + len(fresh["claims"]) + 1
+    assert "| quick |" in md and "| default |" in md
+    printed = capsys.readouterr().out
+    assert "collapse (" in printed and "kept the entries of 1 experiments" in printed
+    # an older or unreadable results.json is replaced, not merged
+    (tmp_path / "results.json").write_text("[1, 2]")
+    assert cli.main(["collapse", "--quick", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert list(data["experiments"]) == ["collapse"]
 
 
 def test_registry_lists_every_module_with_its_docstring():
@@ -171,7 +218,9 @@ def test_markdown_escapes_the_column_separator():
     claim = Claim(
         claim="|x| < 1", verdict="holds", measured={"v": 1.0}, settings={"s": "a|b"}
     )
-    row = cli._markdown([ExperimentResult(name="e", data={}, claims=[claim])])
-    row = row.splitlines()[2]
-    assert row.count("|") - row.count("\\|") == 6  # the cell borders only
+    entry = cli._entry(
+        ExperimentResult(name="e", data={}, claims=[claim]), {"quick": False}, 1.0
+    )
+    row = cli._markdown({"e": entry}).splitlines()[2]
+    assert row.count("|") - row.count("\\|") == 7  # the cell borders only
     assert "\\|x\\| < 1" in row and "a\\|b" in row
