@@ -119,6 +119,7 @@ from .steps import (
     update,
 )
 
+#: the package version (as in pyproject.toml)
 __version__ = "0.1.0"
 
 __all__ = [

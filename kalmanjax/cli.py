@@ -5,7 +5,7 @@ Usage::
     python -m kalmanjax                 # every experiment, default sizes
     python -m kalmanjax --quick         # smoke sizes (~6.5 min on 2 cores)
     python -m kalmanjax collapse        # one experiment
-    python -m kalmanjax --list          # what exists
+    python -m kalmanjax --list          # what exists, and the claims each tests
 
 Writes ``<out>/<name>.png`` and ``<out>/<name>.json`` per experiment (its claims,
 the run's metadata and time), and merges them into ``<out>/results.json`` and
@@ -35,10 +35,11 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from contextlib import nullcontext
 from importlib import metadata
 from pathlib import Path
 
-from .experiments import EXPERIMENTS, MissingDependencyError
+from .experiments import EXPERIMENTS, MissingDependencyError, progress
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -133,15 +134,38 @@ def _entry(res, meta: dict, seconds: float) -> dict:
     return {"metadata": meta, "time_s": round(seconds, 2), "claims": claims}
 
 
-def _merged(path: Path, entries: dict) -> dict:
-    """``path``'s experiments with ``entries`` replacing theirs (registry order)."""
-    old = {}
+def _previous(path: Path) -> dict:
+    """The experiments of an earlier ``results.json`` (empty if absent or older)."""
     try:
         data = json.loads(path.read_text())
         if isinstance(data, dict) and data.get("schema_version") == SCHEMA_VERSION:
-            old = data["experiments"]
+            return dict(data["experiments"])
     except (OSError, ValueError, KeyError, TypeError):
         pass  # absent, unreadable or an older format: start afresh
+    return {}
+
+
+def _expected_times(previous: dict, names: list[str], quick: bool) -> dict | None:
+    """Each experiment's time in the last run of the same mode, if all are known.
+
+    The progress bar then advances by seconds, not by experiments, so that its ETA
+    is not thrown off by one experiment that takes half the run.
+    """
+    times = {}
+    for name in names:
+        entry = previous.get(name, {})
+        try:
+            if bool(entry["metadata"]["quick"]) != quick:
+                return None
+            times[name] = max(float(entry["time_s"]), 0.1)
+        except (KeyError, TypeError, ValueError):
+            return None
+    return times
+
+
+def _merged(path: Path, entries: dict) -> dict:
+    """``path``'s experiments with ``entries`` replacing theirs (registry order)."""
+    old = _previous(path)
     both = {**old, **entries}
     order = [n for n in EXPERIMENTS if n in both] + [
         n for n in both if n not in EXPERIMENTS
@@ -180,7 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.list:
         for name in EXPERIMENTS:
-            print(f"{name}: {EXPERIMENTS.describe(name)}")
+            claims = EXPERIMENTS.claims(name)
+            label = "claim" if len(claims) == 1 else "claims"
+            numbers = ", ".join(map(str, claims))
+            print(f"{name}: {EXPERIMENTS.describe(name)} ({label} {numbers})")
         return 0
     names = args.experiments or list(EXPERIMENTS)
     unknown = [n for n in names if n not in EXPERIMENTS]
@@ -206,18 +233,34 @@ def main(argv: list[str] | None = None) -> int:
 
     meta = _metadata(args)
     entries = {}
-    bar = tqdm(names, desc="experiments", unit="exp") if tqdm else None
-    for name in names if bar is None else bar:
+    expected = _expected_times(_previous(out / "results.json"), names, args.quick)
+    bar = None
+    if tqdm is not None and expected is None:
+        bar = tqdm(total=len(names), desc="experiments", unit="exp")
+    elif tqdm is not None and expected is not None:  # seconds, from the last run
+        fmt = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]"
+        bar = tqdm(total=round(sum(expected.values())), desc="run", bar_format=fmt)
+
+    def inner_bar(desc: str, total: int | None):
+        assert tqdm is not None
+        return tqdm(total=total, desc=f"  {desc}", leave=False, position=1)
+
+    for name in names:
         if bar is not None:
             bar.set_postfix_str(name)
         start = time.perf_counter()
         module = modules[name]
-        res = module.run(quick=args.quick, seed=args.seed)
+        with progress.reporting(inner_bar) if bar is not None else nullcontext():
+            res = module.run(quick=args.quick, seed=args.seed)
         module.plot(res, out / f"{name}.png")
         entries[name] = _entry(res, meta, time.perf_counter() - start)
         (out / f"{name}.json").write_text(json.dumps(entries[name], indent=2) + "\n")
         msg = f"{name}: {entries[name]['time_s']:.1f} s -> {out / (name + '.png')}"
         (print if bar is None else bar.write)(msg)
+        if bar is not None:
+            bar.update(1 if expected is None else round(expected[name]))
+    if bar is not None:
+        bar.close()
 
     merged = _merged(out / "results.json", entries)
     table = _markdown(merged["experiments"])

@@ -7,7 +7,7 @@
 # ---
 
 # %% [markdown]
-# # Covariance collapse and information (theory.md items 1, 2 and 8)
+# # Covariance collapse and information (claims 1, 2 and 8)
 #
 # In-context linear regression as Kalman filtering: a task is
 # $\theta^* \sim N(0, \tau^2 I_d)$, the prompt's tokens are $(x_t, y_t)$ with

@@ -9,7 +9,7 @@
 # %% [markdown]
 # # Optimisers as degenerate filters
 #
-# Claim C4 of the paper: gradient descent, natural gradient and meta-learning are
+# Claim 6 (docs/theory.md): gradient descent, natural gradient and meta-learning are
 # singular, noise-free limits of the Kalman filter. `kalmanjax.limits` builds each
 # limit from the core filter (`kj.update` on an observation `h(theta, inputs)`
 # linearised with `jax.jacfwd`) and walks the filter's parameters along a path to

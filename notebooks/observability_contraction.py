@@ -7,7 +7,7 @@
 # ---
 
 # %% [markdown]
-# # Observability, contraction rates and calibration (theory.md items 3, 4 and 5)
+# # Observability, contraction rates and calibration (claims 3, 4 and 5)
 #
 # The same in-context regression filter ($F = I$, $H_t = x_t^\top$, $R = r$), now
 # also with a drifting task ($Q = qI$). Claims checked at the end:

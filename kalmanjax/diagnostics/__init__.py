@@ -33,8 +33,8 @@ Notation: :math:`\Sigma_t` is the filtered covariance after token :math:`t`,
 Jacobian, ``(obs, state)``), :math:`R_t` its noise covariance and
 :math:`J_t = H_t^\top R_t^{-1} H_t` the information a token carries.
 
-Regimes of contraction (theory.md, item 4), which these functions let one tell
-apart:
+Regimes of contraction (claim 4 of docs/theory.md), which these functions let one
+tell apart:
 
 * :math:`Q = 0`: :math:`\Sigma_t^{-1} = \Sigma_0^{-1} + \sum_{s \le t} J_s`, so with
   i.i.d. tokens :math:`\operatorname{tr}\Sigma_t \sim d\,r / (t\,\mathbb E[x^2])`:

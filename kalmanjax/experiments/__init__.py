@@ -15,8 +15,8 @@ Examples:
     >>> from kalmanjax.experiments import EXPERIMENTS
     >>> "collapse" in EXPERIMENTS, len(EXPERIMENTS)
     (True, 16)
-    >>> EXPERIMENTS.describe("contraction")
-    'Contraction rates, regime by regime (theory.md, item 4).'
+    >>> EXPERIMENTS.describe("contraction"), EXPERIMENTS.claims("contraction")
+    ('Contraction rates, regime by regime.', (4,))
     >>> EXPERIMENTS.module_name("limits")
     'kalmanjax.experiments.degenerate_limits'
 """
@@ -70,6 +70,7 @@ class ExperimentSpec(NamedTuple):
     Attributes:
         module: the module's name under :mod:`kalmanjax.experiments`.
         description: one line (the first of the module's docstring).
+        claims: the numbers of the claims of docs/theory.md that it tests.
         requires: the optional modules its ``run`` needs beyond the base install
             (some are imported only inside ``run``, so importing the module does
             not check them); plotting needs :data:`PLOT_REQUIRES` besides.
@@ -77,6 +78,7 @@ class ExperimentSpec(NamedTuple):
 
     module: str
     description: str
+    claims: tuple[int, ...]
     requires: tuple[str, ...] = ()
 
 
@@ -148,6 +150,10 @@ class Registry(Mapping[str, ModuleType]):
         """Return the experiment's one-line description (imports nothing)."""
         return self.specs[name].description
 
+    def claims(self, name: str) -> tuple[int, ...]:
+        """Return the numbers of the claims (docs/theory.md) the experiment tests."""
+        return self.specs[name].claims
+
     def requires(self, name: str) -> tuple[str, ...]:
         """Return the optional modules the experiment's ``run`` needs."""
         return self.specs[name].requires
@@ -171,88 +177,96 @@ class Registry(Mapping[str, ModuleType]):
         return modules
 
 
-#: name -> module with ``run(quick, seed)`` and ``plot(result, path)``, lazily
+#: name -> module with ``run(quick, seed)`` and ``plot(result, path)``, lazily;
+#: the claims are those of docs/theory.md (one numbering, 1 to 9)
 EXPERIMENTS = Registry(
     {
         "collapse": ExperimentSpec(
-            "collapse",
-            "Covariance collapse on in-context linear regression (theory.md, item 1).",
+            "collapse", "Covariance collapse on in-context linear regression.", (1,)
         ),
         "precedes": ExperimentSpec(
-            "precedes",
-            "Does covariance collapse precede mean convergence? (theory.md, item 2).",
+            "precedes", "Does covariance collapse precede mean convergence?", (2,)
         ),
         "observability": ExperimentSpec(
             "observability",
-            "Observability: the window Gramian bounds the covariance (theory.md, "
-            "item 3).",
+            "Observability: the window Gramian bounds the covariance.",
+            (3,),
         ),
         "contraction": ExperimentSpec(
-            "contraction", "Contraction rates, regime by regime (theory.md, item 4)."
+            "contraction", "Contraction rates, regime by regime.", (4,)
         ),
         "calibration": ExperimentSpec(
             "calibration",
-            "MSE calibration: is the filter's covariance its error? (theory.md, "
-            "item 5).",
+            "MSE calibration: is the filter's covariance its error?",
+            (5,),
         ),
         "informativeness": ExperimentSpec(
             "informativeness",
-            "Prompt informativeness as information accumulation (theory.md, item 8).",
+            "Prompt informativeness as information accumulation.",
+            (8,),
         ),
         "finetune": ExperimentSpec(
             "finetune",
-            "Filtering vs fine-tuning and refits on the linear testbed (theory.md, "
-            "item 7).",
+            "Filtering vs fine-tuning and refits on the linear testbed.",
+            (7,),
             ("optax",),
         ),
         "limits": ExperimentSpec(
             "degenerate_limits",
-            "Degenerate limits of the filter, each with its measured order "
-            "(theory.md, item 6).",
+            "Degenerate limits of the filter, each with its measured order.",
+            (6,),
             ("optax",),
         ),
         "transformer_icl": ExperimentSpec(
             "transformer_icl",
             "Is the trained transformer's in-context learning a Kalman filter?",
+            (9,),
             ("flax",),
         ),
         "transformer_finetune": ExperimentSpec(
             "transformer_finetune",
             "Filtering vs fine-tuning an adaptation state of the trained transformer.",
+            (7, 9),
             ("flax", "optax"),
         ),
         "network_covariance": ExperimentSpec(
             "network_covariance",
             r"The covariance claims on the network, with a known :math:`\theta^*`.",
+            (2, 3, 4, 5, 7),
             ("flax", "optax"),
         ),
         "network_informativeness": ExperimentSpec(
             "network_informativeness",
             "Prompt informativeness on the network: prompts chosen by their "
             "information.",
+            (8,),
             ("flax",),
         ),
         "markov_logits": ExperimentSpec(
             "markov_logits",
             "Token streams, tier A: filtering a Markov chain's logits against exact "
             "Bayes.",
+            (1, 3, 7, 9),
             ("optax",),
         ),
         "markov_transformer": ExperimentSpec(
             "markov_transformer",
             "Token streams, tier B: a trained transformer's in-context learning of "
             "Markov chains.",
+            (1, 7, 9),
             ("flax", "optax"),
         ),
         "markov_adapter": ExperimentSpec(
             "markov_adapter",
             "Token streams, tier C: filtering an adapter of the trained network under "
             "a shift.",
+            (5, 7, 9),
             ("flax", "optax"),
         ),
         "whole_network": ExperimentSpec(
             "whole_network",
             "Filtering every weight vs a small adapter vs fine-tuning, under a shift.",
+            (7, 9),
             ("flax", "optax"),
         ),
     }

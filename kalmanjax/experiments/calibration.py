@@ -1,4 +1,4 @@
-r"""MSE calibration: is the filter's covariance its error? (theory.md, item 5).
+r"""MSE calibration: is the filter's covariance its error?
 
 Over many tasks :math:`\theta^* \sim N(0, \tau^2 I)`, the ratio
 :math:`\rho_t = \overline{|\theta^* - m_t|^2} / \overline{\operatorname{tr}\Sigma_t}`

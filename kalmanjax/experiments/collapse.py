@@ -1,4 +1,4 @@
-r"""Covariance collapse on in-context linear regression (theory.md, item 1).
+r"""Covariance collapse on in-context linear regression.
 
 The canonical testbed (:mod:`kalmanjax.experiments.testbed`): a task is a weight
 vector :math:`\theta^* \sim N(0, \tau^2 I_d)`; the prompt's tokens are pairs

@@ -1,4 +1,4 @@
-r"""Contraction rates, regime by regime (theory.md, item 4).
+r"""Contraction rates, regime by regime.
 
 The paper's abstract speaks of exponential covariance contraction. On the
 in-context regression testbed the data are in one of four regimes, and this

@@ -1,11 +1,11 @@
-r"""Degenerate limits of the filter, each with its measured order (theory.md, item 6).
+r"""Degenerate limits of the filter, each with its measured order.
 
-Claim C4 says gradient descent, natural gradient and meta-learning are singular,
-noise-free limits of the Kalman filter. For each limit this experiment walks the
-filter's parameters along a path to the limit, measures the gap to an independent
-reference (``optax.sgd``, a NumPy natural-gradient recursion, ``numpy.linalg.pinv``,
-the sample covariance of the true task vectors), and fits the order of convergence
-as the log-log slope of the gap against the path variable:
+Claim 6 (docs/theory.md): gradient descent, natural gradient and meta-learning are
+singular, noise-free limits of the Kalman filter. For each limit this experiment
+walks the filter's parameters along a path to the limit, measures the gap to an
+independent reference (``optax.sgd``, a NumPy natural-gradient recursion,
+``numpy.linalg.pinv``, the sample covariance of the true task vectors), and fits the
+order of convergence as the log-log slope of the gap against the path variable:
 
 * GD: frozen :math:`\sigma^2 I`, :math:`R = rI`; relative gap to ``optax.sgd(eta)``
   against :math:`\eta|J|^2` (predicted order 1) on a nonlinear observation;

@@ -1,4 +1,4 @@
-r"""Filtering vs fine-tuning and refits on the linear testbed (theory.md, item 7).
+r"""Filtering vs fine-tuning and refits on the linear testbed.
 
 Identical token streams :math:`(x_t, y_t)` of in-context regression tasks
 (:math:`\theta^* \sim N(0, \tau^2 I)`, :math:`y_t = x_t^\top\theta^* + v_t`) are fed

@@ -1,4 +1,4 @@
-r"""Prompt informativeness as information accumulation (theory.md, item 8).
+r"""Prompt informativeness as information accumulation.
 
 A prompt is chosen from a pool of candidate demonstrations :math:`x_i` of unequal
 informativeness (:math:`x_i \sim N(0, \operatorname{diag}(\lambda))` with

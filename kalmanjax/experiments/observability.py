@@ -1,4 +1,4 @@
-r"""Observability: the window Gramian bounds the covariance (theory.md, item 3).
+r"""Observability: the window Gramian bounds the covariance.
 
 In-context regression tokens :math:`H_t = x_t^\top` with :math:`F = I` and either
 :math:`Q = 0` (a fixed task) or :math:`Q = qI` (a drifting task). With the window
@@ -15,7 +15,7 @@ Gramian :math:`G_{t,N} = \sum_{s=t-N+1}^{t} x_s x_s^\top / r \succeq \alpha I`
   :math:`Q = qI`.
 
 These are theorems about the recursion: their checks test the implementation.
-The claim that could fail is the mean-square-error bound (theory.md, C3): on
+The claim that could fail is the mean-square-error bound (claim 3, docs/theory.md): on
 data drawn from the model (:math:`\theta_0 \sim N(0, \tau^2 I)`, fixed or a
 random walk with covariance :math:`qI`), the realized error
 :math:`\lVert\theta_t - m_t\rVert^2` stays under the trace of the window bound,
@@ -237,7 +237,7 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
             settings=settings,
         ),
         Claim(
-            claim="Mean-square-error bound (C3): on data drawn from the model, the "
+            claim="Mean-square-error bound: on data drawn from the model, the "
             "filter's realized error norm(theta_t - m_t)^2 stays under the trace "
             "of the window bound (per task, its mean over t >= N below 1 by 2 s.e.; "
             "Q = 0 with a fixed task, Q = qI with a random walk)",

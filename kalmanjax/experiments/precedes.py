@@ -1,4 +1,4 @@
-r"""Does covariance collapse precede mean convergence? (theory.md, item 2).
+r"""Does covariance collapse precede mean convergence?
 
 On the in-context regression testbed (:math:`Q = 0`, :math:`\Sigma_0 = \tau^2 I`)
 this experiment measures, per task, :math:`t_\Sigma(\varepsilon)` (first token with

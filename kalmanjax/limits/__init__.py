@@ -1,6 +1,6 @@
 r"""Degenerate limits of the filter: gradient descent, natural gradient, meta-learning.
 
-Claim C4 of theory.md ("gradient descent, natural gradient and meta-learning
+Claim 6 of docs/theory.md ("gradient descent, natural gradient and meta-learning
 updates are singular, noise-free limits of the filter") made runnable. Each limit
 is a property of the *core* filter (the EKF update of
 :mod:`kalmanjax.steps.nonlinear` on an observation ``h(theta, inputs)``, linearised
@@ -8,7 +8,7 @@ by ``jax.jacfwd`` with the library's one convention), shown by taking its parame
 along a path; a ``*_gap_path`` function returns the distance to the limit along
 that path, and :func:`loglog_slope` measures its order.
 
-Each item of theory.md's "Degenerate limits" and where it lives:
+Each of the limits in docs/theory.md and where it lives:
 
 * Gradient descent (frozen :math:`\sigma^2 I`, :math:`R = rI`,
   :math:`\sigma^2|J|^2/r \to 0` at :math:`\eta = \sigma^2/r`):

@@ -1,4 +1,4 @@
-r"""The gradient-descent limit of the frozen-covariance filter (theory.md, C4).
+r"""The gradient-descent limit of the frozen-covariance filter (claim 6).
 
 Freeze the prior covariance at every step, :math:`P^- = \sigma^2 I` (no covariance
 propagation), take :math:`R = r I` and linearise :math:`h` at the mean. The Kalman

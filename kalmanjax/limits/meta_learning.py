@@ -1,4 +1,4 @@
-r"""Meta-learning as empirical Bayes over tasks (theory.md, C4).
+r"""Meta-learning as empirical Bayes over tasks (claim 6).
 
 Across tasks :math:`i = 1..N` the prior :math:`(m_0, \Sigma_0)` and the noise
 :math:`(Q, R)` of the filter are hyper-parameters; maximising the summed log

@@ -1,4 +1,4 @@
-r"""Natural gradient as the Q = 0 (extended) Kalman filter (theory.md, C4).
+r"""Natural gradient as the Q = 0 (extended) Kalman filter (claim 6).
 
 With :math:`Q = 0` and :math:`F = I` the information form of the filter is
 :math:`\Lambda_t = \Lambda_{t-1} + J_t^\top R^{-1} J_t = \Sigma_0^{-1} +

@@ -187,7 +187,8 @@ def test_list_imports_no_experiment():
     )
     proc = _base_install(prelude=prelude)
     assert proc.returncode == 0, proc.stderr
-    assert "LOADED ['kalmanjax.experiments._result']" in proc.stdout
+    loaded = "['kalmanjax.experiments._result', 'kalmanjax.experiments.progress']"
+    assert "LOADED " + loaded in proc.stdout
 
 
 @pytest.mark.parametrize(
@@ -224,3 +225,82 @@ def test_markdown_escapes_the_column_separator():
     row = cli._markdown({"e": entry}).splitlines()[2]
     assert row.count("|") - row.count("\\|") == 7  # the cell borders only
     assert "\\|x\\| < 1" in row and "a\\|b" in row
+
+
+# ------------------------------------------------ progress inside an experiment
+
+
+class _RecordingBar:
+    made: list = []
+
+    def __init__(self, desc, total):
+        self.desc, self.total, self.n, self.labels, self.closed = desc, total, 0, [], 0
+        _RecordingBar.made.append(self)
+
+    def update(self, n=1):
+        self.n += n
+
+    def set_postfix_str(self, s):
+        self.labels.append(s)
+
+    def close(self):
+        self.closed += 1
+
+
+def testprogress_reports_loops_and_stages_only_when_asked():
+    from kalmanjax.experiments import progress
+
+    _RecordingBar.made = []
+    assert list(progress.track(iter("abc"), "quiet")) == ["a", "b", "c"]
+    with progress.stages("quiet", ("one",)) as begin:
+        begin("one")
+    assert _RecordingBar.made == []  # no reporter: nothing is made
+    with progress.reporting(_RecordingBar):
+        assert list(progress.track([1, 2, 3], "loop")) == [1, 2, 3]
+        with progress.stages("parts", ("a", "b", "c")) as begin:
+            begin("a")
+            begin("b")
+            begin("c")
+        with pytest.raises(ValueError, match="unknown stage 'd'"):
+            with progress.stages("parts", ("a",)) as begin:
+                begin("d")
+    loop, parts, bad = _RecordingBar.made
+    assert (loop.desc, loop.total, loop.n, loop.closed) == ("loop", 3, 3, 1)
+    assert (parts.total, parts.n, parts.labels, parts.closed) == (3, 3, list("abc"), 1)
+    assert bad.closed == 1  # closed even when the block raises
+
+
+def test_the_command_line_showsprogress_inside_an_experiment(tmp_path, capsys):
+    from kalmanjax.experiments import progress
+
+    class Fake:
+        @staticmethod
+        def run(quick, seed):
+            for _ in progress.track(range(4), "fake loop"):
+                pass
+            return collapse.run(quick=True, seed=seed)
+
+        plot = staticmethod(collapse.plot)
+
+    original = EXPERIMENTS.load
+    EXPERIMENTS.load = lambda names, plot=True: {n: Fake for n in names}
+    try:
+        assert cli.main(["collapse", "--quick", "--out", str(tmp_path)]) == 0
+        first = capsys.readouterr().err
+        # a second run knows each experiment's time: the bar counts seconds
+        assert cli.main(["collapse", "--quick", "--out", str(tmp_path)]) == 0
+        second = capsys.readouterr().err
+    finally:
+        EXPERIMENTS.load = original
+    assert "fake loop" in first and "/4 " in first  # its own bar, of 4 steps
+    assert "experiments" in first and "run:" not in first
+    assert "run:" in second and "fake loop" in second
+
+
+def test_expected_times_need_every_experiment_in_the_same_mode():
+    entry = {"metadata": {"quick": True}, "time_s": 5.0, "claims": []}
+    previous = {"collapse": entry, "precedes": {**entry, "time_s": 7.0}}
+    got = cli._expected_times(previous, ["collapse", "precedes"], quick=True)
+    assert got == {"collapse": 5.0, "precedes": 7.0}
+    assert cli._expected_times(previous, ["collapse", "limits"], quick=True) is None
+    assert cli._expected_times(previous, ["collapse"], quick=False) is None
