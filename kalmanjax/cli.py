@@ -241,9 +241,22 @@ def main(argv: list[str] | None = None) -> int:
         fmt = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]"
         bar = tqdm(total=round(sum(expected.values())), desc="run", bar_format=fmt)
 
+    open_bars: list = []  # nested bars (a loop inside a stage) get a line each
+
     def inner_bar(desc: str, total: int | None):
         assert tqdm is not None
-        return tqdm(total=total, desc=f"  {desc}", leave=False, position=1)
+        line = 1 + len(open_bars)
+        inner = tqdm(total=total, desc=f"  {desc}", leave=False, position=line)
+        open_bars.append(inner)
+        close = inner.close
+
+        def close_and_pop():
+            if inner in open_bars:
+                open_bars.remove(inner)
+            close()
+
+        inner.close = close_and_pop
+        return inner
 
     for name in names:
         if bar is not None:

@@ -153,13 +153,15 @@ CHROMIUM_FLAGS = (
 )
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 (the base class's name)
+        pass
+
+
 @pytest.fixture(scope="module")
 def served(site):
     """The site over HTTP on localhost (MathJax's fonts do not load from file://)."""
-    handler = functools.partial(
-        http.server.SimpleHTTPRequestHandler, directory=str(site)
-    )
-    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    handler = functools.partial(_QuietHandler, directory=str(site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import typing
 from collections.abc import Iterable
 from functools import cache
 from types import ModuleType, UnionType
@@ -71,7 +72,8 @@ def _entry(module: str, name: str, obj: object) -> list[str]:
         if not issubclass(obj, tuple):  # NamedTuple fields are in the docstring
             lines.append("   :members:")
         return [*lines, ""]
-    if callable(obj) and not isinstance(obj, UnionType):
+    alias = isinstance(obj, UnionType) or typing.get_origin(obj) is not None
+    if callable(obj) and not alias:  # a typing alias is data, not a function
         return [f".. autofunction:: {target}", ""]
     doc = _attribute_doc(name, obj) or [f"A ``{type(obj).__name__}``."]
     value = " ".join(repr(obj).split())

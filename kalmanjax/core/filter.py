@@ -41,15 +41,15 @@ class AssociativeForm(NamedTuple):
     r"""A filter's temporally parallel form: elements, a combine and a finish.
 
     ``run(filter, prior, xs, parallel=True)`` computes
-    ``finish(prior, xs, lax.associative_scan(combine, elements(prior, xs)))``:
-    the span is :math:`O(\log T)` instead of :math:`O(T)`.
+    ``finish(prior, xs, prefix_scan(combine, elements(prior, xs)))``
+    (:func:`kalmanjax.core.scan.prefix_scan`): a span far below :math:`O(T)`.
 
     Attributes:
         elements: ``elements(prior, xs) -> elems``, one element per step, every
             leaf with a leading ``time`` axis.
         combine: ``combine(earlier, later) -> elems``, associative, applied by
-            ``lax.associative_scan`` to stacks of elements (so it works on a
-            leading batch axis, like the function ``associative_scan`` takes).
+            the prefix scan to stacks of elements (so it works on a leading
+            batch axis, like the function ``lax.associative_scan`` takes).
         finish: ``finish(prior, xs, prefix) -> FilterResult``: the result of the
             run from the prefix-combined elements.
     """

@@ -27,6 +27,7 @@ from jax import lax
 
 from ..core.batching import batched, lapack_flops
 from ..core.filter import Filter, FilterResult
+from ..core.scan import Parallel, prefix_scan, scan_method
 
 __all__ = ["log_marginal_likelihood", "run", "run_batch"]
 
@@ -42,7 +43,7 @@ def run(
     xs: Any,
     *,
     lean: bool = False,
-    parallel: bool = False,
+    parallel: Parallel = False,
     update_first: bool = False,
     unroll: int = 1,
 ) -> FilterResult:
@@ -60,9 +61,12 @@ def run(
             except for ``T`` scalars per field (sequential mode; the parallel
             scan holds all steps in memory either way).
         parallel: run the filter's temporally parallel form
-            (``filter.associative``, an :class:`~kalmanjax.AssociativeForm`,
-            through ``lax.associative_scan``: span :math:`O(\log T)`): the same
-            results, for accelerators. On CPU the sequential scan is faster (see
+            (``filter.associative``, an :class:`~kalmanjax.AssociativeForm`) as a
+            prefix scan: the same results, for accelerators. ``True`` or
+            ``"blocked"``: :func:`~kalmanjax.core.scan.prefix_scan`, whose program
+            does not grow with ``T`` (span :math:`O(T/B + \log B)`); ``"tree"``:
+            ``lax.associative_scan`` (span :math:`O(\log T)`, compile time growing
+            with ``T``). On CPU the sequential scan is faster (see
             ``benchmarks/``). A filter without one raises ``ValueError``.
         update_first: the first slice of ``xs`` conditions the prior without a
             prediction (``filter.update``), so ``prior`` is the belief over the
@@ -96,7 +100,8 @@ def run(
                 "(filter.associative is None); run it sequentially"
             )
         if jax.tree_util.tree_leaves(xs)[0].shape[0] > 0:
-            prefix = lax.associative_scan(form.combine, form.elements(prior, xs))
+            method = scan_method(parallel)
+            prefix = prefix_scan(form.combine, form.elements(prior, xs), method=method)
             result = form.finish(prior, xs, prefix)
             if lean:
                 infos = _scalar_fields(result.infos, ndim=1)
@@ -137,7 +142,7 @@ def _run_update_first(filter, prior, xs, lean, parallel, unroll) -> FilterResult
     rest = jax.tree_util.tree_map(lambda a: a[1:], xs)
     state, info = filter.update(filter.init(prior), first)
     if parallel:  # the Kalman filters' state is their belief: the rest's prior
-        out = run(filter, state, rest, lean=lean, parallel=True, unroll=unroll)
+        out = run(filter, state, rest, lean=lean, parallel=parallel, unroll=unroll)
     else:
         out = _scan(filter, state, rest, lean, unroll)
     if lean:
@@ -158,7 +163,7 @@ def log_marginal_likelihood(
     prior: Any,
     xs: Any,
     *,
-    parallel: bool = False,
+    parallel: Parallel = False,
     update_first: bool = False,
 ) -> jax.Array:
     r""":math:`\log p(y_{1:T}) = \sum_t \log p(y_t \mid y_{1:t-1})`.
@@ -189,7 +194,7 @@ def run_batch(
     *,
     lengths: jax.Array | None = None,
     lean: bool = False,
-    parallel: bool = False,
+    parallel: Parallel = False,
     update_first: bool = False,
     unroll: int = 1,
 ) -> FilterResult:

@@ -29,6 +29,7 @@ from jax import lax
 from ..core.constraints import constrain, unconstrain
 from ..core.filter import Filter
 from ..core.models import get_obs
+from ..core.scan import Parallel
 from .filtering import log_marginal_likelihood, run_batch
 
 __all__ = ["MarginalLikelihoodFit", "fit_marginal_likelihood"]
@@ -62,7 +63,7 @@ def fit_marginal_likelihood(
     batch: bool = False,
     lengths: jax.Array | None = None,
     update_first: bool = False,
-    parallel: bool = False,
+    parallel: Parallel = False,
 ) -> MarginalLikelihoodFit:
     r"""Maximise the marginal likelihood of ``build(params)`` with ``optimizer``.
 

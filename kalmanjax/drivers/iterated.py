@@ -47,6 +47,7 @@ from ..core.models import (
     get_obs,
     resolve,
 )
+from ..core.scan import Parallel
 from ..filters.kalman import kalman_filter
 from ..steps.linear import Form
 from ..steps.linearize import Method, linearize
@@ -92,7 +93,7 @@ def iterated_extended_smoother(
     num_iters: int = 10,
     line_search: bool = True,
     init: jax.Array | None = None,
-    parallel: bool = False,
+    parallel: Parallel = False,
     form: Form = "joseph",
     method: Method = "jacfwd",
 ) -> IteratedSmootherResult:

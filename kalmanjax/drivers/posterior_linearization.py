@@ -46,6 +46,7 @@ from ..core.models import (
     get_obs,
     resolve,
 )
+from ..core.scan import Parallel
 from ..filters.kalman import kalman_filter
 from ..filters.sigma_point import sigma_point_kalman_filter
 from ..steps.linear import Form
@@ -96,7 +97,7 @@ def iterated_sigma_point_smoother(
     *,
     rule: SigmaPointRule | None = None,
     num_iters: int = 5,
-    parallel: bool = False,
+    parallel: Parallel = False,
     form: Form = "joseph",
 ) -> PosteriorLinearizationResult:
     r"""The iterated posterior linearisation smoother (IPLS).

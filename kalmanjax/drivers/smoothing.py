@@ -2,7 +2,8 @@ r"""Smoothing drivers: the RTS smoother over filtered beliefs, and filter + smoo
 
 :func:`rts_smoother` runs the backward kernels of :mod:`kalmanjax.steps.backward`
 over a filtered sequence, sequentially (``lax.scan``, reverse) or as a reverse
-parallel prefix scan (``lax.associative_scan``, span :math:`O(\log T)`).
+parallel prefix scan (:func:`~kalmanjax.core.scan.prefix_scan`; ``parallel`` as
+for :func:`kalmanjax.run`).
 :func:`kalman_smoother` is :func:`kalmanjax.kalman_filter`, :func:`kalmanjax.run`
 and :func:`rts_smoother` in one call. :func:`sample_posterior` draws whole paths
 from the smoothing distribution with the same backward kernels (FFBS). The time
@@ -30,6 +31,7 @@ from ..core.models import (
     resolve,
     with_checked_covariance,
 )
+from ..core.scan import Parallel, ScanMethod, prefix_scan, scan_method
 from ..filters.kalman import kalman_filter
 from ..steps.associative import combine_kernels
 from ..steps.backward import BackwardKernel, apply_kernel, backward_kernel
@@ -60,7 +62,7 @@ def rts_smoother(
     filtered: Gaussian | SqrtGaussian,
     xs: Any = None,
     *,
-    parallel: bool = False,
+    parallel: Parallel = False,
     fast: bool | None = None,
     method: Method | SigmaPointRule = "jacfwd",
 ) -> Gaussian | SqrtGaussian:
@@ -76,8 +78,9 @@ def rts_smoother(
         filtered: the filtered beliefs for :math:`t = 1..T`, mean ``(T, state)``
             (``run(...).states``). A ``SqrtGaussian`` selects the square-root form.
         xs: the filter's per-step inputs; needed when ``dynamics`` is a function.
-        parallel: combine the backward kernels with a reverse
-            ``lax.associative_scan`` (span :math:`O(\log T)`, for accelerators).
+        parallel: combine the backward kernels with a reverse prefix scan, for
+            accelerators (``True``/``"blocked"`` or ``"tree"``, as for
+            :func:`kalmanjax.run`).
         fast: elementwise small-state kernels (``None``: when ``state <= 8``).
         method: how nonlinear dynamics are linearised: ``"jacfwd"`` or
             ``"jacrev"`` (at the filtered means: the extended RTS smoother), or
@@ -102,7 +105,8 @@ def rts_smoother(
     head = jax.tree_util.tree_map(lambda a: a[:-1], filtered)
     ops = choose_ops(fast, filtered.mean.shape[1])
     if parallel:
-        return _parallel_rts(dynamics, filtered, next_inputs, ops, chol_q, method)
+        scan = scan_method(parallel)
+        return _parallel_rts(dynamics, filtered, next_inputs, ops, chol_q, method, scan)
 
     def body(smoothed_next, step_in):
         filt, inputs = step_in
@@ -185,7 +189,7 @@ def sample_posterior(
     filtered: Gaussian | SqrtGaussian,
     xs: Any = None,
     *,
-    parallel: bool = False,
+    parallel: Parallel = False,
     fast: bool | None = None,
     method: Method | SigmaPointRule = "jacfwd",
 ) -> jax.Array:
@@ -200,7 +204,7 @@ def sample_posterior(
     :math:`\Lambda_t` is factored by a PSD Cholesky that accepts a singular
     matrix. Neither adds jitter. ``parallel`` composes the affine maps
     :math:`x_t = G_t x_{t+1} + (g_t + L_t z_t)` with a reverse
-    ``lax.associative_scan`` (span :math:`O(\log T)`); with the same ``key`` both
+    prefix scan (as for :func:`kalmanjax.run`); with the same ``key`` both
     paths draw the same sample. ``jax.vmap`` over keys draws many.
 
     Args:
@@ -269,8 +273,11 @@ def sample_posterior(
             (g2, c2), (g1, c1) = later, earlier
             return ops.matmul(g1, g2), ops.matmul(g1, c2) + c1
 
-        return lax.associative_scan(
-            batched(compose, 0, lapack=False), (gains, offsets), reverse=True
+        return prefix_scan(
+            batched(compose, 0, lapack=False),
+            (gains, offsets),
+            reverse=True,
+            method=scan_method(parallel),
         )[1]
 
     def body(x_next, step_in):
@@ -367,7 +374,7 @@ def kalman_smoother(
     *,
     form: Form = "joseph",
     missing: bool = True,
-    parallel: bool = False,
+    parallel: Parallel = False,
     update_first: bool = False,
     fast: bool | None = None,
 ) -> SmootherResult:
@@ -409,7 +416,9 @@ def kalman_smoother(
     )
 
 
-def _parallel_rts(dynamics, filtered, next_inputs, ops: LinalgOps, chol_q, method):
+def _parallel_rts(
+    dynamics, filtered, next_inputs, ops: LinalgOps, chol_q, method, scan: ScanMethod
+):
     """The RTS smoother as a reverse parallel scan of the backward kernels."""
     sqrt = isinstance(filtered, SqrtGaussian)
     n = filtered.mean.shape[1]
@@ -430,9 +439,10 @@ def _parallel_rts(dynamics, filtered, next_inputs, ops: LinalgOps, chol_q, metho
     kernels = jax.tree_util.tree_map(
         lambda a, b: jnp.concatenate([a, b], axis=0), kernels, last
     )
-    out = lax.associative_scan(
+    out = prefix_scan(
         vmapped(lambda later, earlier: combine_kernels(later, earlier, ops, sqrt)),
         kernels,
         reverse=True,
+        method=scan,
     )
     return (SqrtGaussian if sqrt else Gaussian)(out.offset, out.cond)

@@ -34,7 +34,7 @@ from .. import (
 )
 from .. import diagnostics as kd
 from .. import run as run_filter
-from ._plot import pyplot
+from ._plot import headroom, integer_ticks, panel_letters, save, style, subplots
 from ._result import Claim, ExperimentResult
 
 NAME = "calibration"
@@ -221,39 +221,62 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
     return ExperimentResult(name=NAME, data=data, claims=claims)
 
 
+def _case_label(key: str) -> str:
+    """A case's name in words (``noise_assumed_r/4`` -> ``assumed noise r/4``)."""
+    words = {
+        "correct": "correct model",
+        "noise_assumed_r/4": "assumed noise r/4",
+        "noise_assumed_4r": "assumed noise 4r",
+        "prior_assumed_tau2/10": r"assumed prior $\tau^2$/10",
+        "duplicated": "each token twice",
+    }
+    if key.startswith("ekf_beta"):
+        return rf"$\beta$ = {key.removeprefix('ekf_beta')}"
+    return words.get(key, key.replace("_", " "))
+
+
 def plot(result: ExperimentResult, path: Path) -> None:
     """Three panels: linear cases, EKF cases over tokens, EKF ratio vs beta."""
-    plt = pyplot()
     d = result.data
     t = d["t"]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for ax, keys, title in (
-        (axes[0], [k for k in d["ratio"] if not k.startswith("ekf")], "linear filter"),
-        (axes[1], [k for k in d["ratio"] if k.startswith("ekf")], "EKF, tanh"),
-    ):
-        for k in keys:
-            ratio, se = d["ratio"][k], d["stderr"][k]
-            (line,) = ax.semilogx(t, ratio, label=k)
-            ax.fill_between(
-                t, ratio - 2 * se, ratio + 2 * se, alpha=0.2, color=line.get_color()
-            )
+    with style():
+        fig, axes = subplots(1, 3, height=2.7)
+        for ax, keys, title in (
+            (
+                axes[0],
+                [k for k in d["ratio"] if not k.startswith("ekf")],
+                "linear filter",
+            ),
+            (axes[1], [k for k in d["ratio"] if k.startswith("ekf")], r"EKF, tanh"),
+        ):
+            for k in keys:
+                ratio, se = d["ratio"][k], d["stderr"][k]
+                (line,) = ax.semilogx(t, ratio, label=_case_label(k))
+                ax.fill_between(
+                    t, ratio - 2 * se, ratio + 2 * se, alpha=0.2, color=line.get_color()
+                )
+            ax.axhline(1.0, color="k", lw=0.8, ls="--")
+            ax.axvline(d["dim"], color="grey", lw=0.8, ls=":")
+            ax.set_yscale("log")
+            ax.set_xlabel("tokens t")
+            ax.set_ylabel(r"error / tr $\Sigma_t$")
+            ax.set_title(f"{title} ($\\pm$2 s.e.)")
+            integer_ticks(ax, "x")
+        headroom(axes[0], 0.45)
+        axes[0].legend(loc="upper left")
+        axes[1].legend(loc="upper left", title="nonlinearity")
+        ax = axes[2]
+        ax.errorbar(
+            d["betas"], d["ekf_ratio_end"], yerr=2 * d["ekf_stderr_end"], fmt="o-"
+        )
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
-        ax.axvline(d["dim"], color="grey", lw=0.8, ls=":")
+        ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("token t")
-        ax.set_ylabel(r"E$|\theta^*-m_t|^2$ / E tr $\Sigma_t$")
-        ax.set_title(f"calibration ratio, {title} (band: 2 s.e.)")
-        ax.legend(fontsize=7)
-    ax = axes[2]
-    ax.errorbar(d["betas"], d["ekf_ratio_end"], yerr=2 * d["ekf_stderr_end"], fmt="o-")
-    ax.axhline(1.0, color="k", lw=0.8, ls="--")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel(r"nonlinearity $\beta$")
-    ax.set_title("EKF ratio at the last token")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+        ax.set_xlabel(r"nonlinearity $\beta$")
+        ax.set_ylabel(r"error / tr $\Sigma_T$, last token")
+        ax.set_title("EKF, last token")
+        panel_letters(axes)
+        save(fig, path)
 
 
 run = run_experiment

@@ -30,7 +30,7 @@ import numpy as np
 from .. import Gaussian, regression_filter
 from .. import diagnostics as kd
 from .. import run as run_filter
-from ._plot import pyplot
+from ._plot import headroom, integer_ticks, panel_letters, save, style, subplots
 from ._result import Claim, ExperimentResult
 from .testbed import simulate_tasks
 
@@ -143,34 +143,41 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
 
 
 def plot(result: ExperimentResult, path: Path) -> None:
-    """Three panels: tr / log det per token, eigenvalue spectrum, MSE vs trace."""
-    plt = pyplot()
-
+    """Three panels: tr Sigma_t per token, its eigenvalues, MSE vs trace."""
     d = result.data
-    t = d["t"]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    ax = axes[0]
-    ax.loglog(t, d["trace"], label=r"tr $\Sigma_t$")
-    ax.loglog(t, d["dim"] * d["noise_var"] / t, "k--", lw=1, label=r"$d\,r/t$")
-    ax.axvline(d["dim"], color="grey", lw=0.8, ls=":")
-    ax.set_xlabel("token t")
-    ax.set_title("trace collapses, then decays as 1/t")
-    ax.legend()
-    ax = axes[1]
-    show = min(len(t), 4 * d["dim"])
-    ax.semilogy(t[:show], d["eigenvalues"][:show])
-    ax.axvline(d["dim"], color="grey", lw=0.8, ls=":")
-    ax.set_xlabel("token t")
-    ax.set_title(r"eigenvalues of $\Sigma_t$ (one task)")
-    ax = axes[2]
-    ax.loglog(t, d["mse"], label=r"$E|\theta^* - m_t|^2$")
-    ax.loglog(t, d["trace"], "--", label=r"tr $\Sigma_t$")
-    ax.set_xlabel("token t")
-    ax.set_title("calibration")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    t, dim = d["t"], d["dim"]
+    with style():
+        fig, axes = subplots(1, 3, height=2.4)
+        ax = axes[0]
+        ax.loglog(t, d["trace"], label=r"tr $\Sigma_t$")
+        ax.loglog(t, dim * d["noise_var"] / t, "k--", lw=1, label=r"$d\,r/t$")
+        ax.axvline(dim, color="grey", lw=0.8, ls=":", label="$t = d$")
+        ax.set_ylabel(r"posterior variance, tr $\Sigma_t$")
+        ax.set_title("collapse, then 1/t")
+        ax.legend()
+        ax = axes[1]
+        show = min(len(t), 4 * dim)
+        eig = d["eigenvalues"][:show]  # ascending
+        ax.semilogy(t[:show], eig[:, 1:-1], color="0.65", lw=0.8)
+        ax.semilogy([], [], color="0.65", lw=0.8, label="other eigenvalues")
+        ax.semilogy(t[:show], eig[:, -1], "C0", label=r"largest, $\lambda_{\max}$")
+        ax.semilogy(t[:show], eig[:, 0], "C3", label=r"smallest, $\lambda_{\min}$")
+        ax.axvline(dim, color="grey", lw=0.8, ls=":", label="$t = d$")
+        ax.set_ylabel(r"eigenvalue of $\Sigma_t$")
+        ax.set_title(r"spectrum of $\Sigma_t$ (one task)")
+        headroom(ax, 0.4)
+        ax.legend(loc="upper right")
+        ax = axes[2]
+        ax.loglog(t, d["mse"], label=r"error E$|\theta^* - m_t|^2$")
+        ax.loglog(t, d["trace"], "--", label=r"tr $\Sigma_t$")
+        ax.set_ylabel("squared error")
+        ax.set_title("calibration")
+        ax.legend(loc="lower left")
+        for ax in axes:
+            ax.set_xlabel("tokens t")
+            integer_ticks(ax, "x")
+        panel_letters(axes)
+        save(fig, path)
 
 
 run = run_experiment

@@ -37,7 +37,7 @@ from .. import Gaussian, regression_filter
 from .. import diagnostics as kd
 from .. import run as run_filter
 from ._baselines import bootstrap_se
-from ._plot import pyplot
+from ._plot import headroom, integer_ticks, panel_letters, save, style, subplots
 from ._result import Claim, ExperimentResult, verdict_of_difference
 
 NAME = "contraction"
@@ -330,41 +330,45 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
 
 def plot(result: ExperimentResult, path: Path) -> None:
     """Three panels: the Q = 0 tail, early volume and floor, Riccati forgetting."""
-    plt = pyplot()
     d = result.data
-    t = d["t"]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    ax = axes[0]
-    ax.loglog(t, d["trace_q0"], label=r"tr $\Sigma_t$, Q = 0")
-    ax.loglog(t, d["dim"] * d["noise_var"] / t, "k--", lw=1, label=r"$d r / t$")
-    ax.set_xlabel("token t")
-    ax.set_title(f"Q = 0: 1/t tail (slope {d['rates']['tail_slope']:.3f})")
-    ax.legend(fontsize=7)
-    ax = axes[1]
-    show = min(len(t), 8 * d["dim"])
-    excess = d["trace_q"][:show] - d["floor"]  # below the floor: noise, not shown
-    ax.semilogy(t[:show], d["volume"][:show], label=r"det $\Sigma_t$ / det $\Sigma_0$")
-    ax.semilogy(
-        t[:show],
-        np.where(excess > 0, excess, np.nan),
-        label=r"tr $\Sigma_t$ - floor, Q > 0",
-    )
-    ax.axvline(d["dim"], color="grey", lw=0.8, ls=":")
-    ax.set_xlabel("token t")
-    ax.set_title(
-        f"early volume rate {d['rates']['early']:.2f}, "
-        f"floor rate {d['rates']['floor']:.3f}"
-    )
-    ax.legend(fontsize=7)
-    ax = axes[2]
-    ax.loglog(t, d["dist_q0"], label="Q = 0")
-    ax.loglog(t, np.maximum(d["dist_q"], 1e-16), label="Q = qI")
-    ax.set_xlabel("token t")
-    ax.set_title(f"Riccati distance of two inits (rate {d['rates']['riccati']:.3f})")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    t, rates = d["t"], d["rates"]
+    with style():
+        fig, axes = subplots(1, 3, height=2.5)
+        ax = axes[0]
+        ax.loglog(t, d["trace_q0"], label=r"tr $\Sigma_t$, $Q = 0$")
+        ax.loglog(t, d["dim"] * d["noise_var"] / t, "k--", lw=1, label=r"$d r / t$")
+        ax.set_ylabel(r"tr $\Sigma_t$")
+        ax.set_title(f"1/t tail (slope {rates['tail_slope']:.2f})")
+        ax.legend(loc="lower left")
+        ax = axes[1]
+        show = min(len(t), 8 * d["dim"])
+        excess = d["trace_q"][:show] - d["floor"]  # below the floor: noise, not shown
+        ax.semilogy(
+            t[:show],
+            d["volume"][:show],
+            label=rf"det $\Sigma_t$/det $\Sigma_0$, rate {rates['early']:.2f}",
+        )
+        ax.semilogy(
+            t[:show],
+            np.where(excess > 0, excess, np.nan),
+            label=rf"tr $\Sigma_t$ $-$ floor, rate {rates['floor']:.2f}",
+        )
+        ax.axvline(d["dim"], color="grey", lw=0.8, ls=":", label="$t = d$")
+        ax.set_ylabel("volume ratio; excess trace")
+        ax.set_title("volume, then floor ($Q > 0$)")
+        headroom(ax, 0.3)
+        ax.legend(loc="upper right")
+        ax = axes[2]
+        ax.loglog(t, d["dist_q0"], label="$Q = 0$")
+        ax.loglog(t, np.maximum(d["dist_q"], 1e-16), label="$Q = qI$")
+        ax.set_ylabel("Riccati distance")
+        ax.set_title(f"forgetting (rate {rates['riccati']:.2f})")
+        ax.legend(loc="lower left")
+        for ax in axes:
+            ax.set_xlabel("tokens t")
+            integer_ticks(ax, "x")
+        panel_letters(axes)
+        save(fig, path)
 
 
 run = run_experiment

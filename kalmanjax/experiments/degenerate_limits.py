@@ -34,7 +34,16 @@ import numpy as np
 from .. import Gaussian
 from .. import limits as kl
 from .. import run as run_filter
-from ._plot import pyplot
+from . import progress
+from ._plot import (
+    collect_handles,
+    integer_ticks,
+    legend_panel,
+    panel_letters,
+    save,
+    style,
+    subplots,
+)
 from ._result import Claim, ExperimentResult
 
 NAME = "limits"
@@ -199,7 +208,7 @@ def _meta(rng, s):
 
     rows = []
     top = max(s["meta_tasks"])
-    for n in s["meta_tasks"]:
+    for n in progress.track(s["meta_tasks"], "meta-learning: task counts"):
         theta = rng.multivariate_normal(mean, cov, size=n)
         x = rng.normal(size=(n, T, k))
         y = np.einsum("ntk,nk->nt", x, theta) + np.sqrt(r) * rng.normal(size=(n, T))
@@ -251,10 +260,15 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
     s = _settings(quick)
     rng = np.random.default_rng(seed)
     settings = dict(s, seed=seed, meta_tasks=list(s["meta_tasks"]), dtype="float64")
-    with jax.enable_x64(True):
+    names = ("gradient descent", "projection", "natural gradient", "meta-learning")
+    with jax.enable_x64(True), progress.stages("limits", names) as begin:
+        begin("gradient descent")
         gd, _, _ = _gd(rng, s)
+        begin("projection")
         proj, proj_info = _projection(rng, s)
+        begin("natural gradient")
         ngd_frozen, ngd_err = _ngd(rng, s)
+        begin("meta-learning")
         meta_rows, maml_err, msgd_err = _meta(rng, s)
         to_np = lambda p: jax.tree_util.tree_map(np.asarray, p._asdict())  # noqa: E731
         gd, proj, ngd_frozen = to_np(gd), to_np(proj), to_np(ngd_frozen)
@@ -367,56 +381,73 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
 
 
 def plot(result: ExperimentResult, path: Path) -> None:
-    """Five panels: the gap paths (log-log), the singular spectrum, meta-learning."""
-    plt = pyplot()
-
+    """Five panels and a legend: the gap paths, the spectrum, meta-learning."""
     d = result.data
-    fig, axes = plt.subplots(1, 5, figsize=(20, 3.8))
-    panels = [
-        (axes[0], d["gd"], "relative_gap", r"$\eta\,|J|^2$", "GD limit vs optax.sgd"),
-        (
-            axes[1],
-            d["projection"],
-            "gap",
-            r"$r / \lambda_{\min}(XX^\top)$",
-            r"$R \to 0$ vs pinv$(X)\,y$",
-        ),
-        (
-            axes[3],
-            d["ngd_frozen"],
-            "relative_gap",
-            r"$\eta\,|J|^2_{F^{-1}}$",
-            "frozen preconditioner vs fixed NGD",
-        ),
-    ]
-    for ax, p, key, xlabel, title in panels:
-        x, y = p["path"], p[key]
-        ax.loglog(x, y, "o-", label="gap")
-        ax.loglog(x, y[0] * x / x[0], "k--", lw=1, label="order 1")
-        ax.set_xlabel(xlabel)
-        ax.set_title(title)
-        ax.legend()
-    ax = axes[2]
-    spec = d["projection"]["spectrum"]
-    ax.loglog(d["projection"]["parameter"], spec, "-")
-    ax.set_xlabel("noise variance r")
-    ax.set_title(rf"eigenvalues of $\Sigma_T$ ({d['collapsed']} collapse)")
-    ax = axes[4]
-    tasks = [r["tasks"] for r in d["meta"]]
-    ax.loglog(tasks, [r["error"] for r in d["meta"]], "o-", label="learned")
-    ax.loglog(tasks, [r["oracle_error"] for r in d["meta"]], "s--", label="oracle")
-    ax.loglog(
-        tasks,
-        [r["expected_sampling_error"] for r in d["meta"]],
-        "k:",
-        label=r"$\propto N^{-1/2}$",
-    )
-    ax.set_xlabel("tasks N")
-    ax.set_title(r"meta-learned $\Sigma_0$: rel. error")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    with style():
+        fig, axes = subplots(2, 3, height=4.6)
+        panels = [
+            (axes[0], d["gd"], "relative_gap", r"$\eta\,|J|^2$", "GD vs optax.sgd"),
+            (
+                axes[1],
+                d["projection"],
+                "gap",
+                r"$r / \lambda_{\min}(XX^\top)$",
+                r"$R \to 0$ vs pinv$(X)\,y$",
+            ),
+            (
+                axes[3],
+                d["ngd_frozen"],
+                "relative_gap",
+                r"$\eta\,|J|^2_{F^{-1}}$",
+                "frozen vs fixed NGD",
+            ),
+        ]
+        for ax, p, key, xlabel, title in panels:
+            x, y = p["path"], p[key]
+            ax.loglog(x, y, "o-", label="measured gap")
+            ax.loglog(x, y[0] * x / x[0], "k--", lw=1, label="order 1 (slope 1)")
+            ax.set_xlabel(f"distance to the limit, {xlabel}")
+            ax.set_ylabel("relative gap" if key == "relative_gap" else "gap")
+            ax.set_title(title)
+        ax = axes[2]
+        spec = np.sort(d["projection"]["spectrum"], axis=1)  # ascending
+        r, n, dim = d["projection"]["parameter"], d["collapsed"], spec.shape[1]
+        ax.loglog(r, spec[:, :n], color="C3", lw=1)
+        ax.loglog(r, spec[:, n:], color="0.6", lw=1)
+        ax.plot([], [], color="C3", label=f"collapsing (T = {n})")
+        ax.plot([], [], color="0.6", label=f"unobserved (d $-$ T = {dim - n})")
+        ax.set_xlabel("noise variance r")
+        ax.set_ylabel(r"eigenvalue of $\Sigma_T$")
+        ax.set_title(r"spectrum of $\Sigma_T$")
+        ax = axes[4]
+        tasks = [m["tasks"] for m in d["meta"]]
+        ax.loglog(
+            tasks,
+            [m["error"] for m in d["meta"]],
+            "o-",
+            color="C2",
+            label="meta-learned",
+        )
+        ax.loglog(
+            tasks,
+            [m["oracle_error"] for m in d["meta"]],
+            "s--",
+            color="C1",
+            label="oracle",
+        )
+        ax.loglog(
+            tasks,
+            [m["expected_sampling_error"] for m in d["meta"]],
+            "k:",
+            label=r"$\propto N^{-1/2}$",
+        )
+        ax.set_xlabel("tasks N")
+        ax.set_ylabel(r"relative error of $\Sigma_0$")
+        ax.set_title(r"meta-learned $\Sigma_0$")
+        integer_ticks(ax, "x")
+        legend_panel(axes[5], *collect_handles(axes[:5]))
+        panel_letters(axes[:5])
+        save(fig, path)
 
 
 run = run_experiment

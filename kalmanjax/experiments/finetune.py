@@ -38,7 +38,15 @@ import numpy as np
 from .. import Gaussian, regression_filter
 from .. import run as run_filter
 from ._baselines import ONLINE, bootstrap_se, choose, first_below, online_fit
-from ._plot import pyplot
+from ._plot import (
+    collect_handles,
+    integer_ticks,
+    panel_letters,
+    pyplot,
+    save,
+    style,
+    subplots,
+)
 from ._result import Claim, ExperimentResult, verdict_of_difference
 from .testbed import simulate_tasks
 
@@ -50,6 +58,11 @@ MISSPECIFIED = (10.0, 0.1)
 #: the sgd_1/t horizons h, as multiples of the dimension
 HORIZONS = (0.25, 1.0, 4.0, 16.0, 64.0, 256.0)
 DIVERGED = 10.0  # mean error above this multiple of the prior's d tau^2: diverged
+#: a squared error above this has blown up: SGD past its stable rate grows
+#: geometrically, and its errors, still finite, would reach the dtype's largest
+#: value (3e38 in float32), so that a mean over tasks of them overflows. They are
+#: recorded as inf: the run counts as diverged and no reduction sums them.
+BLOWN_UP = 1e30
 ML_STEPS, ML_RATE = 300, 0.05  # Adam on (log r, log tau^2) for the learned filter
 #: the calibration tokens per task the marginal likelihood uses (tau^2 is learned
 #: from the number of tasks, r from the tokens: a few times d suffice)
@@ -99,9 +112,12 @@ def _lambdas(n: int) -> np.ndarray:
 
 
 def _squared_errors(estimates, theta):
-    """``|theta_t - theta*|^2`` per task and token; non-finite (diverged) -> inf."""
+    """``|theta_t - theta*|^2`` per task and token; diverged -> inf.
+
+    Diverged: non-finite or above :data:`BLOWN_UP`.
+    """
     err = jnp.sum((estimates - theta[..., None, :]) ** 2, axis=-1)
-    return jnp.where(jnp.isfinite(err), err, jnp.inf)
+    return jnp.where(err <= BLOWN_UP, err, jnp.inf)  # NaN compares False: inf
 
 
 def _online_errors(name, configs, x, y, theta):
@@ -124,7 +140,7 @@ def _online_errors(name, configs, x, y, theta):
     per_task = jax.vmap(one, in_axes=(None, None, 0, 0, 0))
     lr, horizon = (jnp.asarray(v, x.dtype) for v in zip(*configs, strict=True))
     errors = jax.jit(jax.vmap(per_task, (0, 0, None, None, None)))
-    # float64: sums over tasks of a diverging rate's errors overflow float32
+    # float64: a sum over tasks of errors up to BLOWN_UP would overflow float32
     return np.asarray(errors(lr, horizon, x, y, theta), np.float64)
 
 
@@ -421,44 +437,72 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
     return ExperimentResult(name=NAME, data=data, claims=claims)
 
 
+#: how each method is drawn: label, colour, line style, width
+_METHODS = {
+    "filter_learned": ("learned filter", "k", "-", 2.0),
+    "filter_oracle": ("oracle filter", "0.55", "-", 1.2),
+    "filter_misspecified": ("misspecified filter", "C3", "-", 1.2),
+    "sgd": ("SGD", "C0", "-.", 1.0),
+    "sgd_1/t": ("SGD, 1/t rate", "C2", "-.", 1.0),
+    "polyak": ("Polyak average", "C4", "-.", 1.0),
+    "adam": ("Adam", "C1", "-.", 1.0),
+    "ridge_refit": ("ridge refit", "C5", "--", 1.0),
+    "least_squares_refit": ("least-squares refit", "C9", "--", 1.0),
+}
+
+
 def plot(result: ExperimentResult, path: Path) -> None:
     """Three panels: tuned error curves, the SGD grid, tokens vs learning rate."""
-    plt = pyplot()
+    from matplotlib.colors import LogNorm  # noqa: PLC0415  (optional dependency)
+    from matplotlib.lines import Line2D  # noqa: PLC0415
+
     d = result.data
     t = d["t"]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    ax = axes[0]
-    for k, v in d["mse"].items():
-        style = "-" if k.startswith("filter") else ("--" if "refit" in k else ":")
-        ax.loglog(t, v, style, lw=1.5 if k == "filter_learned" else 1, label=k)
-    ax.set_title("test error, every method tuned on calibration tasks")
-    ax = axes[1]
-    cmap = plt.get_cmap("viridis")
-    rates = d["grid_rates"]["sgd"]
-    for i, (lr, mse) in enumerate(zip(rates, d["grid_mse"]["sgd"], strict=True)):
-        ax.loglog(
-            t, mse, color=cmap(i / max(1, len(rates) - 1)), lw=0.8, label=f"{lr:.2g}"
-        )
-    ax.loglog(t, d["mse"]["filter_learned"], "k", lw=2, label="learned filter")
-    ax.set_title("online SGD (colour: learning rate)")
-    for ax in axes[:2]:
-        ax.axhline(d["level"], color="grey", ls=":", lw=0.8)
-        ax.set_ylim(float(np.min(d["mse"]["filter_oracle"])) / 3, 30 * d["level"] / EPS)
-        ax.set_xlabel("token t")
-        ax.legend(fontsize=6, ncol=2)
-    ax = axes[2]
-    cap = d["num_tokens"] + 1
-    for k in ("sgd", "polyak", "adam"):
-        tte = [min(first_below(m, d["level"]), cap) for m in d["grid_mse"][k]]
-        ax.loglog(d["grid_rates"][k], tte, "o-", ms=3, label=k)
-    for k, c in (("filter_learned", "k"), ("least_squares_refit", "C3")):
-        ax.axhline(d["tokens"][k], color=c, lw=1.5, label=k)
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("tokens to epsilon (capped at T + 1)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    with style():
+        fig, axes = subplots(1, 3, height=3.1)
+        ax = axes[0]
+        for k, v in d["mse"].items():
+            label, colour, ls, lw = _METHODS.get(k, (k, None, "-", 1.0))
+            ax.loglog(t, v, ls=ls, color=colour, lw=lw, label=label)
+        ax.set_title("tuned methods, test tasks")
+        ax = axes[1]
+        rates = d["grid_rates"]["sgd"]
+        norm = LogNorm(min(rates), max(rates))
+        cmap = pyplot().get_cmap("viridis")
+        for lr, mse in zip(rates, d["grid_mse"]["sgd"], strict=True):
+            ax.loglog(t, mse, color=cmap(norm(lr)), lw=0.8)
+        ax.loglog(t, d["mse"]["filter_learned"], "k", lw=2)
+        bar = fig.colorbar(pyplot().cm.ScalarMappable(norm, cmap), ax=ax, pad=0.02)
+        bar.set_label("SGD learning rate")
+        ax.set_title("SGD, every rate")
+        for ax in axes[:2]:
+            ax.axhline(d["level"], color="grey", ls=":", lw=0.8)
+            ax.set_ylim(
+                float(np.min(d["mse"]["filter_oracle"])) / 3, 30 * d["level"] / EPS
+            )
+            ax.set_xlabel("tokens t")
+            ax.set_ylabel(r"error E$|\theta_t - \theta^*|^2$")
+            integer_ticks(ax, "x")
+        ax = axes[2]
+        cap = d["num_tokens"] + 1
+        for k in ("sgd", "polyak", "adam"):
+            tte = [min(first_below(m, d["level"]), cap) for m in d["grid_mse"][k]]
+            _, colour, _, _ = _METHODS[k]
+            ax.loglog(d["grid_rates"][k], tte, "o-", color=colour, ms=3)
+        for k in ("filter_learned", "least_squares_refit"):
+            _, colour, ls, lw = _METHODS[k]
+            ax.axhline(d["tokens"][k], color=colour, ls=ls, lw=lw)
+        ax.axhline(cap, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel(rf"tokens to $\varepsilon d\tau^2$ (cap {cap})")
+        ax.set_title("tokens vs rate")
+        integer_ticks(ax, "y")
+        handles, labels = collect_handles(axes[:1])
+        handles.append(Line2D([], [], color="grey", ls=":", lw=0.8))
+        labels.append(rf"$\varepsilon d \tau^2$ ($\varepsilon$ = {EPS:g})")
+        fig.legend(handles, labels, loc="outside lower center", ncol=5)
+        panel_letters(axes)
+        save(fig, path)
 
 
 run = run_experiment

@@ -34,7 +34,7 @@ import numpy as np
 from .. import Gaussian, regression_filter
 from .. import diagnostics as kd
 from .. import run as run_filter
-from ._plot import pyplot
+from ._plot import integer_ticks, panel_letters, save, style, subplots
 from ._result import Claim, ExperimentResult, paired_difference, verdict_of_difference
 
 NAME = "informativeness"
@@ -241,38 +241,42 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
 
 def plot(result: ExperimentResult, path: Path) -> None:
     """Three panels: cumulative information, trace, duplicate vs fresh gains."""
-    plt = pyplot()
     d = result.data
     t = d["t"]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    ax = axes[0]
-    ax.plot(t, d["greedy_info"], label="greedy")
-    ax.plot(t, d["random_info"], label="random (mean)")
-    ax.fill_between(t, d["random_info_lo"], d["random_info_hi"], alpha=0.2, color="C1")
-    ax.set_xlabel("tokens in the prompt")
-    ax.set_ylabel("cumulative information (nats)")
-    ax.set_title("information accumulation")
-    ax.legend(fontsize=7)
-    ax = axes[1]
-    ax.semilogy(t, d["greedy_trace"], label="greedy")
-    ax.semilogy(t, d["random_trace"], label="random (mean)")
-    ax.axvline(d["dim"], color="grey", lw=0.8, ls=":")
-    ax.set_xlabel("tokens in the prompt")
-    ax.set_title(r"tr $\Sigma_t$")
-    ax.legend(fontsize=7)
-    ax = axes[2]
-    ax.loglog(d["positions"], d["fresh_gain"], "o-", label="fresh token")
-    ax.loglog(d["positions"], d["dup_gain"], "s-", label="duplicate of the last token")
-    ax.axhline(
-        0.5 * np.log(2.0), color="k", lw=0.8, ls="--", label=r"$\frac{1}{2}\log 2$"
-    )
-    ax.set_xlabel("position t in the prompt")
-    ax.set_ylabel("information the filter adds (nats)")
-    ax.set_title("duplicates vs fresh tokens")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    with style():
+        fig, axes = subplots(1, 3, height=2.4)
+        ax = axes[0]
+        ax.plot(t, d["greedy_info"], "k", label="greedy")
+        ax.plot(t, d["random_info"], "C1", label="random (mean, band)")
+        ax.fill_between(
+            t, d["random_info_lo"], d["random_info_hi"], alpha=0.2, color="C1"
+        )
+        ax.set_ylabel("information (nats)")
+        ax.set_title("information gathered")
+        ax.legend(loc="lower right")
+        ax = axes[1]
+        ax.semilogy(t, d["greedy_trace"], "k", label="greedy")
+        ax.semilogy(t, d["random_trace"], "C1", label="random (mean)")
+        ax.axvline(d["dim"], color="grey", lw=0.8, ls=":", label="$t = d$")
+        ax.set_ylabel(r"tr $\Sigma_t$")
+        ax.set_title("posterior variance")
+        ax.legend(loc="upper right")
+        for ax in axes[:2]:
+            ax.set_xlabel("tokens in the prompt")
+            integer_ticks(ax, "x")
+        ax = axes[2]
+        ax.loglog(d["positions"], d["fresh_gain"], "o-", label="fresh token")
+        ax.loglog(d["positions"], d["dup_gain"], "s-", label="duplicate of the last")
+        ax.axhline(
+            0.5 * np.log(2.0), color="k", lw=0.8, ls="--", label=r"$\frac{1}{2}\log 2$"
+        )
+        ax.set_xlabel("position t in the prompt")
+        ax.set_ylabel("information added (nats)")
+        ax.set_title("duplicate vs fresh")
+        ax.legend(loc="lower left")
+        integer_ticks(ax, "x")
+        panel_letters(axes)
+        save(fig, path)
 
 
 run = run_experiment

@@ -63,8 +63,17 @@ from .. import CategoricalObservation, Gaussian, LinearDynamics, extended_kalman
 from .. import run as run_filter
 from ..nn import LowRankAdapter, icl_markov
 from ..tasks import markov as mk
+from . import progress
 from ._baselines import importance_posterior, online_fit
-from ._plot import pyplot
+from ._plot import (
+    headroom,
+    in_words,
+    integer_ticks,
+    panel_letters,
+    save,
+    style,
+    subplots,
+)
 from ._result import (
     Claim,
     ExperimentResult,
@@ -474,8 +483,14 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
     T = config.length
     adapter = LowRankAdapter(model, "head.proj", K, basis="svd", rngs=nnx.Rngs(0))
     seeds = [seed + i for i in range(s["seeds"])]
-    across = [_across(s, model, adapter, T, sd) for sd in seeds]
-    within = [_within_sweep(s, model, adapter, T, sd) for sd in seeds]
+    across = [
+        _across(s, model, adapter, T, sd)
+        for sd in progress.track(seeds, "across chains: seeds")
+    ]
+    within = [
+        _within_sweep(s, model, adapter, T, sd)
+        for sd in progress.track(seeds, "within a chain: seeds")
+    ]
     known = _known_theta(s, model, T, seed)
     methods = list(across[0]["excess"])
     checkpoints = across[0]["checkpoints"]
@@ -639,40 +654,43 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
 
 def plot(result: ExperimentResult, path: Path) -> None:
     """(a) held-out gap closed against chains seen; (b) the tempering sweep."""
-    plt = pyplot()
     d = result.data
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for i, (name, g) in enumerate(d["gap"].items()):
-        style = "k-" if name == "ekf" else f"C{i}-"
-        a.errorbar(
-            d["checkpoints"],
-            g,
-            yerr=2 * d["gap_se"][name],
-            fmt=style,
-            lw=1.5,
-            capsize=2,
-            label=name,
-        )
-    a.axhline(0.0, color="grey", lw=0.8)
-    a.set_xlabel("chains seen (128 tokens each)")
-    a.set_ylabel("held-out gap closed, frozen -> Bayes")
-    a.set_title(f"(a) across sequences: adapter k = {K}, Dirichlet(0.25)")
-    a.legend(fontsize=8)
-    for label, style in (("shifted", "C0o-"), ("control", "C1s-")):
-        v = d["within"][label]
-        taus = sorted(v["tempered"])
-        b.plot(
-            taus, [v["tempered"][t] for t in taus], style, label=f"{label}: filtered"
-        )
-        b.axhline(v["frozen"], color=style[:2], ls=":", lw=1, label=f"{label}: frozen")
-    b.set_xscale("log", base=2)
-    b.set_xlabel(r"likelihood temperature $\tau$")
-    b.set_ylabel("excess log loss over Bayes (nats per token)")
-    b.set_title("(b) within a sequence: tempering sweep")
-    b.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with style():
+        fig, (a, b) = subplots(1, 2, height=2.9)
+        for i, (name, g) in enumerate(d["gap"].items()):
+            fmt = "k-" if name == "ekf" else f"C{i}-"
+            a.errorbar(
+                d["checkpoints"],
+                g,
+                yerr=2 * d["gap_se"][name],
+                fmt=fmt,
+                lw=1.3,
+                capsize=2,
+                label=in_words(name),
+            )
+        a.axhline(0.0, color="grey", lw=0.8)
+        a.set_xlabel("chains seen (128 tokens each)")
+        a.set_ylabel("held-out gap closed: frozen 0, Bayes 1")
+        a.set_title(rf"across sequences, k = {K} ($\pm$2 s.e.)")
+        integer_ticks(a, "x")
+        headroom(a, 0.45)
+        a.legend(loc="upper center", ncol=2)
+        for label, fmt in (("shifted", "C0o-"), ("control", "C1s-")):
+            v = d["within"][label]
+            taus = sorted(v["tempered"])
+            b.plot(
+                taus, [v["tempered"][t] for t in taus], fmt, label=f"{label}: filtered"
+            )
+            b.axhline(
+                v["frozen"], color=fmt[:2], ls=":", lw=1, label=f"{label}: frozen"
+            )
+        b.set_xscale("log", base=2)
+        b.set_xlabel(r"likelihood temperature $\tau$")
+        b.set_ylabel("excess log loss over Bayes (nats/token)")
+        b.set_title("within a sequence: tempering")
+        b.legend(loc="center left")
+        panel_letters((a, b))
+        save(fig, path)
 
 
 run = run_experiment

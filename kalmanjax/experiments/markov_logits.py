@@ -40,7 +40,8 @@ import numpy as np
 from .. import CategoricalObservation, Gaussian, LinearDynamics, extended_kalman_filter
 from .. import run as run_filter
 from ..tasks import markov as mk
-from ._plot import pyplot
+from . import progress
+from ._plot import COLUMN, in_words, integer_ticks, save, style, subplots
 from ._result import Claim, ExperimentResult, paired_difference, verdict_of_difference
 
 NAME = "markov_logits"
@@ -435,7 +436,7 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
         compare_methods(
             family, s["length"], s["chains"], seed + i, grid_stride=s["grid_stride"]
         )
-        for i in range(s["seeds"])
+        for i in progress.track(range(s["seeds"]), "seeds")
     ]
     excess = _pooled(runs, METHODS)
     regret = {m: excess[m][:, 1:].sum(1) for m in METHODS}
@@ -487,7 +488,7 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
                 optimizers,
                 s["grid_stride"],
             )
-            for i in range(s["shifted_seeds"])
+            for i in progress.track(range(s["shifted_seeds"]), f"{label}: seeds")
         ]
         fam_excess = _pooled(fam_runs, (*filters, *optimizers))
         fam_regret = {m: e[:, 1:].sum(1) for m, e in fam_excess.items()}
@@ -593,22 +594,21 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
 
 def plot(result: ExperimentResult, path: Path) -> None:
     """Mean excess log loss over Bayes against position, per method."""
-    plt = pyplot()
     d = result.data
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for i, (name, curve) in enumerate(d["curve"].items()):
-        style = "k-" if name == "ekf" else ("k--" if name == "iekf" else f"C{i}-")
-        label = f"{name} (regret {d['regret'][name]:.2f} nats)"
-        ax.plot(np.arange(1, len(curve)), curve[1:], style, lw=1.5, label=label)
-    ax.set_yscale("symlog", linthresh=1e-3)  # a plug-in can beat Bayes on average
-    ax.axhline(THRESHOLD, color="grey", lw=0.8, ls=":")
-    ax.set_xlabel("position t (tokens seen)")
-    ax.set_ylabel("excess expected log loss over Bayes (nats)")
-    ax.set_title("Markov chains, V = 4: logits filtered vs fine-tuned")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with style():
+        fig, (ax,) = subplots(1, 1, width=COLUMN, height=3.6)
+        for i, (name, curve) in enumerate(d["curve"].items()):
+            fmt = "k-" if name == "ekf" else ("k--" if name == "iekf" else f"C{i}-")
+            label = f"{in_words(name)} ({d['regret'][name]:.2f})"
+            ax.plot(np.arange(1, len(curve)), curve[1:], fmt, lw=1.3, label=label)
+        ax.set_yscale("symlog", linthresh=1e-3)  # a plug-in can beat Bayes on average
+        ax.axhline(THRESHOLD, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel("position t (tokens seen)")
+        ax.set_ylabel("excess log loss over Bayes (nats)")
+        ax.set_title("Markov chains, V = 4")
+        integer_ticks(ax, "x")
+        fig.legend(loc="outside lower center", ncol=2, title="method (regret, nats)")
+        save(fig, path)
 
 
 run = run_experiment

@@ -34,7 +34,15 @@ import numpy as np
 from ..nn import icl_markov
 from ..tasks import markov as mk
 from . import markov_logits as ml
-from ._plot import pyplot
+from ._plot import (
+    headroom,
+    in_words,
+    integer_ticks,
+    panel_letters,
+    save,
+    style,
+    subplots,
+)
 from ._probe import probe_blocks
 from ._result import Claim, ExperimentResult, paired_difference, verdict_of_difference
 
@@ -280,30 +288,33 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
 
 def plot(result: ExperimentResult, path: Path) -> None:
     """(a) excess log loss per position; (b) the precision probe per layer."""
-    plt = pyplot()
     d = result.data
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for i, (name, curve) in enumerate(d["curve"].items()):
-        pos = np.arange(1, len(curve))
-        label = f"{name} (regret {d['regret'][name]:.2f} nats)"
-        a.plot(pos, curve[1:], f"C{i}-", lw=1.5, label=label)
-    a.set_yscale("symlog", linthresh=1e-3)
-    a.set_xlabel("position t (tokens seen)")
-    a.set_ylabel("excess expected log loss over Bayes (nats)")
-    a.set_title("(a) trained transformer vs Bayes, V = 4")
-    a.legend(fontsize=9)
-    layers = np.arange(len(d["r2"]))
-    b.errorbar(layers, d["r2"], yerr=2 * d["r2_se"], fmt="o-", label="trained")
-    b.plot(layers, d["r2_untrained"], "s--", color="grey", label="untrained")
-    b.axhline(PROBE_R2, color="grey", lw=0.8, ls=":")
-    b.set_xticks(layers)
-    b.set_xlabel("residual stream (block entered; last: the head)")
-    b.set_ylabel("held-out $R^2$ within a position")
-    b.set_title(r"(b) probe for $\log(N_{x_t} + V\alpha)$")
-    b.legend(fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with style():
+        fig, (a, b) = subplots(1, 2, height=2.8)
+        for i, (name, curve) in enumerate(d["curve"].items()):
+            pos = np.arange(1, len(curve))
+            label = f"{in_words(name)} (regret {d['regret'][name]:.2f})"
+            a.plot(pos, curve[1:], f"C{i}-", lw=1.3, label=label)
+        a.set_yscale("symlog", linthresh=1e-3)
+        a.set_xlabel("position t (tokens seen)")
+        a.set_ylabel("excess log loss over Bayes (nats)")
+        a.set_title("trained transformer vs Bayes, V = 4")
+        headroom(a, 0.3)
+        a.legend(loc="upper right")
+        integer_ticks(a, "x")
+        layers = np.arange(len(d["r2"]))
+        b.errorbar(
+            layers, d["r2"], yerr=2 * d["r2_se"], fmt="o-", capsize=2, label="trained"
+        )
+        b.plot(layers, d["r2_untrained"], "s--", color="grey", label="untrained")
+        b.axhline(PROBE_R2, color="grey", lw=0.8, ls=":", label=f"bound {PROBE_R2:g}")
+        b.set_xticks(layers)
+        b.set_xlabel("residual stream (block entered; last: head)")
+        b.set_ylabel("held-out $R^2$ within a position")
+        b.set_title(r"probe for $\log(N_{x_t} + V\alpha)$")
+        b.legend(loc="lower right")
+        panel_letters((a, b))
+        save(fig, path)
 
 
 run = run_experiment

@@ -52,7 +52,15 @@ from ..nn import LowRankAdapter, ResidualShift, observation_fn
 from ..nn.icl import network_predictions
 from . import _transformer as T
 from ._baselines import bootstrap_se, choose, importance_posterior, online_fit
-from ._plot import pyplot
+from ._plot import (
+    headroom,
+    in_words,
+    integer_ticks,
+    panel_letters,
+    save,
+    style,
+    subplots,
+)
 from ._result import Claim, ExperimentResult, paired_difference, verdict_of_difference
 
 NAME = "network_covariance"
@@ -641,59 +649,62 @@ def _combine(verdicts: dict[str, str]) -> str:
 
 def plot(result: ExperimentResult, path: Path) -> None:
     """Three panels: calibration ratio, collapse vs error, the task switch."""
-    plt = pyplot()
+    from matplotlib.lines import Line2D  # noqa: PLC0415  (optional dependency)
+
     d = result.data
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    ax = axes[0]
-    for name, ratios in d["calibration"].items():
-        for method, ls in (("ekf", "-"), ("iekf", "--")):
-            ax.plot(
-                d["prompts"],
-                ratios[method],
-                ls,
-                marker="o",
-                ms=3,
-                label=f"{name}, {method}",
-            )
-    for edge in d["band"]:
-        ax.axhline(edge, color="grey", ls=":", lw=0.8)
-    ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel("prompts seen")
-    ax.set_title(r"E$|\theta^*-m_t|^2$ / E tr $\Sigma_t$ (1 = calibrated)")
-    ax.legend(fontsize=7)
-    ax = axes[1]
-    for i, name in enumerate(d["trace"]):
-        ax.loglog(
-            d["prompts"],
-            d["trace"][name],
-            "-",
-            color=f"C{i}",
-            label=f"{name}: tr Sigma / tr Sigma_0",
+    with style():
+        fig, axes = subplots(1, 3, height=2.7, width_ratios=(1, 1, 1.25))
+        ax = axes[0]
+        site_words = {"head": "head", "block1": "block 1"}
+        method_words = {"ekf": "EKF", "iekf": "iterated"}
+        for i, (site, ratios) in enumerate(d["calibration"].items()):
+            for method, ls in (("ekf", "-"), ("iekf", "--")):
+                ax.plot(
+                    d["prompts"],
+                    ratios[method],
+                    ls,
+                    color=f"C{i}",
+                    marker="o",
+                    label=f"{site_words[site]}, {method_words[method]}",
+                )
+        for edge in d["band"]:
+            ax.axhline(edge, color="grey", ls=":", lw=0.8)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_ylabel(r"error / tr $\Sigma_t$")
+        ax.set_title("calibration (band: dotted)")
+        headroom(ax, 0.35)
+        ax.legend(loc="upper left")
+        ax = axes[1]
+        for i, site in enumerate(d["trace"]):
+            ax.loglog(d["prompts"], d["trace"][site], "-", color=f"C{i}")
+            ax.loglog(d["prompts"], d["error"][site], "--", color=f"C{i}")
+        ax.axhline(EPS, color="grey", ls=":", lw=0.8)
+        ax.set_ylabel(r"relative to tr $\Sigma_0$")
+        ax.set_title("collapse vs error (EKF)")
+        headroom(ax, 0.35)
+        key = [Line2D([], [], color=f"C{i}") for i in range(len(d["trace"]))]
+        ax.add_artist(
+            ax.legend(key, [in_words(k) for k in d["trace"]], loc="upper left")
         )
-        ax.loglog(
-            d["prompts"],
-            d["error"][name],
-            "--",
-            color=f"C{i}",
-            label=f"{name}: error / tr Sigma_0",
+        styles = [Line2D([], [], color="k", ls=ls) for ls in ("-", "--")]
+        ax.legend(styles, [r"tr $\Sigma_t$", "error"], loc="lower left")
+        for ax in axes[:2]:
+            ax.set_xlabel("prompts seen")
+            integer_ticks(ax, "x")
+        ax = axes[2]
+        names = list(d["switch"])
+        ax.barh(
+            [in_words(k) for k in names][::-1],
+            [d["switch"][k] for k in names][::-1],
+            xerr=[2 * d["switch_se"][k] for k in names][::-1],
+            color="C0",
         )
-    ax.axhline(EPS, color="grey", ls=":", lw=0.8)
-    ax.set_xlabel("prompts seen")
-    ax.set_title("collapse vs mean convergence (EKF)")
-    ax.legend(fontsize=7)
-    ax = axes[2]
-    names = list(d["switch"])
-    ax.bar(
-        names,
-        [d["switch"][k] for k in names],
-        yerr=[2 * d["switch_se"][k] for k in names],
-    )
-    ax.set_ylabel("post-switch error / k s^2")
-    ax.set_title("task switch half way (+-2 s.e.)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+        ax.set_xlabel(r"post-switch error / $k s^2$")
+        ax.set_ylabel("method")
+        ax.set_title(r"task switch ($\pm$2 s.e.)")
+        panel_letters(axes)
+        save(fig, path)
 
 
 run = run_experiment

@@ -37,7 +37,7 @@ import numpy as np
 
 from .. import diagnostics as kd
 from . import _transformer as T
-from ._plot import pyplot
+from ._plot import integer_ticks, panel_letters, save, style, subplots
 from ._result import (
     Claim,
     ExperimentResult,
@@ -213,31 +213,32 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
 
 def plot(result: ExperimentResult, path: Path) -> None:
     """Information and held-out gap closed against prompts read, greedy vs random."""
-    plt = pyplot()
     d = result.data
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for name, style in (("greedy", "k-"), ("random", "C0--")):
-        a.plot(d["steps"], d[f"info_{name}"], style, marker="o", label=name)
-        b.errorbar(
-            d["steps"],
-            d[f"gap_{name}"],
-            yerr=2 * d["gap_se"][f"gap_{name}"],
-            fmt=style,
-            marker="o",
-            label=name,
-        )
-    a.set_xlabel("prompts read")
-    a.set_ylabel("information (nats)")
-    a.set_title("a. information of the chosen prompts")
-    b.set_xlabel("prompts read")
-    b.set_ylabel("held-out gap closed: frozen (0), Bayes (1)")
-    b.set_title("b. what it was not chosen for")
-    for ax in (a, b):
-        ax.set_xscale("log", base=2)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    with style():
+        fig, (a, b) = subplots(1, 2, height=2.5)
+        for name, fmt in (("greedy", "k-"), ("random", "C0--")):
+            a.plot(d["steps"], d[f"info_{name}"], fmt, marker="o", label=name)
+            b.errorbar(
+                d["steps"],
+                d[f"gap_{name}"],
+                yerr=2 * d["gap_se"][f"gap_{name}"],
+                fmt=fmt,
+                marker="o",
+                capsize=2,
+                label=name,
+            )
+        a.set_ylabel("information (nats)")
+        a.set_title("information of the chosen prompts")
+        a.legend(loc="upper left")
+        b.set_ylabel("held-out gap closed: frozen 0, Bayes 1")
+        b.set_title(r"what it was not chosen for ($\pm$2 s.e.)")
+        b.legend(loc="lower right")
+        for ax in (a, b):
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("prompts read")
+            integer_ticks(ax, "x")
+        panel_letters((a, b))
+        save(fig, path)
 
 
 run = run_experiment

@@ -37,7 +37,7 @@ import numpy as np
 from .. import Gaussian, regression_filter
 from .. import diagnostics as kd
 from .. import run as run_filter
-from ._plot import pyplot
+from ._plot import headroom, integer_ticks, panel_letters, save, style, subplots
 from ._result import Claim, ExperimentResult, paired_difference
 
 NAME = "observability"
@@ -291,42 +291,57 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
 
 def plot(result: ExperimentResult, path: Path) -> None:
     """Three panels: covariance vs its bounds, the Gramian's alpha, unexcited."""
-    plt = pyplot()
+    from matplotlib.lines import Line2D  # noqa: PLC0415  (optional dependency)
+
     d = result.data
     t, N = d["t"], d["window"]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    ax = axes[0]
-    full = t >= N
-    ax.loglog(t, d["trace_q0"], label=r"tr $\Sigma_t$, Q = 0")
-    ax.loglog(t[full], d["bound_q0"][full], "--", label="window bound, Q = 0")
-    ax.loglog(t, d["trace_q"], label=r"tr $\Sigma_t$, Q = qI")
-    ax.loglog(t[full], d["bound_q"][full], "--", label="window bound, Q = qI")
-    ax.loglog(t, d["lower_q"], ":", color="grey", label="lower bound (Q = 0 posterior)")
-    ax.loglog(t, d["error_q0"], "C0.", ms=1.5, label=r"realized error, Q = 0")
-    ax.loglog(t, d["error_q"], "C1.", ms=1.5, label=r"realized error, Q = qI")
-    ax.set_xlabel("token t")
-    ax.set_title(f"covariance under its window-{N} bounds (mean over tasks)")
-    ax.legend(fontsize=7)
-    ax = axes[1]
-    ax.semilogx(t, d["alpha_mean"], label="mean over tasks")
-    ax.semilogx(t, d["alpha_min"], label="min over tasks")
-    ax.axvline(N, color="grey", lw=0.8, ls=":")
-    ax.set_xlabel("token t")
-    ax.set_title(r"$\alpha_t = \lambda_{\min}(G_{t,N})$")
-    ax.legend(fontsize=7)
-    ax = axes[2]
-    ax.semilogx(t, d["unexcited_q0"], label="never excited, Q = 0")
-    ax.semilogx(t, d["unexcited_q"], label="never excited, Q = qI")
-    ax.semilogx(
-        t, d["prior_var"] + t * d["process_var"], "k--", lw=1, label=r"$\tau^2 + tq$"
-    )
-    ax.semilogx(t, d["excited_q0"], label="an excited direction, Q = 0")
-    ax.set_xlabel("token t")
-    ax.set_title("variance of one direction")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    with style():
+        fig, axes = subplots(1, 3, height=2.8)
+        ax = axes[0]
+        full = t >= N
+        for c, q in (("C0", "q0"), ("C1", "q")):
+            ax.loglog(t, d[f"trace_{q}"], c)
+            ax.loglog(t[full], d[f"bound_{q}"][full], c + "--")
+            ax.loglog(t, d[f"error_{q}"], c + ".", ms=1.5)
+        ax.loglog(t, d["lower_q"], ":", color="grey")
+        headroom(ax, 0.3)
+        key = [
+            (Line2D([], [], color="k"), r"tr $\Sigma_t$"),
+            (Line2D([], [], color="k", ls="--"), "window bound"),
+            (Line2D([], [], color="k", ls="none", marker="."), "error"),
+            (Line2D([], [], color="grey", ls=":"), "lower bound"),
+        ]
+        ax.add_artist(ax.legend(*zip(*key, strict=True), loc="upper right"))
+        colours = [Line2D([], [], color=c) for c in ("C0", "C1")]
+        ax.legend(colours, ["$Q = 0$", "$Q = qI$"], loc="lower left")
+        ax.set_ylabel("variance (mean over tasks)")
+        ax.set_title(f"bounds, window N = {N}")
+        ax = axes[1]
+        ax.semilogx(t, d["alpha_mean"], label="mean over tasks")
+        ax.semilogx(t, d["alpha_min"], label="min over tasks")
+        ax.axvline(N, color="grey", lw=0.8, ls=":", label="$t = N$")
+        ax.set_ylabel(r"$\alpha_t = \lambda_{\min}(G_{t,N})$")
+        ax.set_title("excitation of the window")
+        ax.legend(loc="upper left")
+        ax = axes[2]
+        ax.semilogx(t, d["unexcited_q0"], label="unexcited, $Q = 0$")
+        ax.semilogx(t, d["unexcited_q"], label="unexcited, $Q = qI$")
+        ax.semilogx(
+            t,
+            d["prior_var"] + t * d["process_var"],
+            "k--",
+            lw=1,
+            label=r"$\tau^2 + tq$",
+        )
+        ax.semilogx(t, d["excited_q0"], label="excited, $Q = 0$")
+        ax.set_ylabel("variance of the direction")
+        ax.set_title("one direction")
+        ax.legend(loc="center right")
+        for ax in axes:
+            ax.set_xlabel("tokens t")
+            integer_ticks(ax, "x")
+        panel_letters(axes)
+        save(fig, path)
 
 
 run = run_experiment

@@ -31,7 +31,7 @@ import numpy as np
 from .. import Gaussian, regression_filter
 from .. import diagnostics as kd
 from .. import run as run_filter
-from ._plot import pyplot
+from ._plot import headroom, integer_ticks, panel_letters, pyplot, save, style, subplots
 from ._result import Claim, ExperimentResult
 from .testbed import simulate_tasks
 
@@ -204,50 +204,61 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
 
 def plot(result: ExperimentResult, path: Path) -> None:
     """Three panels: normalised curves, t_Sigma vs t_mu per task, lead by distance."""
-    plt = pyplot()
     d = result.data
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    ax = axes[0]
-    ax.loglog(d["t"], d["rel_trace"], label=r"E tr $\Sigma_t$ / tr $\Sigma_0$")
-    ax.loglog(
-        d["t"], d["rel_mse"], "--", label=r"E$|m_t-\theta^*|^2$ / E$|\theta^*|^2$"
-    )
-    for i, k in enumerate(d["distances"]):
-        ax.loglog(
-            d["t"], d["rel_err_by_distance"][i], lw=0.8, alpha=0.7, label=f"k={k:g}"
-        )
-    ax.set_xlabel("token t")
-    ax.set_title("relative error vs relative trace")
-    ax.legend(fontsize=7)
-    ax = axes[1]
-    last = len(d["eps"]) - 1
-    ts, tm = d["t_sigma"][:, last], d["t_mu"][:, last]
-    ax.scatter(ts + 0.2 * np.random.default_rng(0).normal(size=ts.shape), tm, s=6)
-    lim = [1, max(ts.max(), tm.max()) + 1]
-    ax.plot(lim, lim, "k--", lw=1)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel(r"$t_\Sigma(\varepsilon)$")
-    ax.set_ylabel(r"$t_\mu(\varepsilon)$")
-    ax.set_title(rf"per task, $\varepsilon$ = {d['eps'][last]:g} (prior tasks)")
-    ax = axes[2]
-    for j, e in enumerate(d["eps"]):
-        ax.semilogx(
-            d["distances"],
-            d["frac_sigma_first_by_distance"][:, j],
-            "o-",
-            label=f"eps={e:g}",
-        )
-    ax.set_xticks(d["distances"], [f"{k:g}" for k in d["distances"]])
-    ax.minorticks_off()
-    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
-    ax.set_xlabel(r"k: $|m_0-\theta^*|$ / $\sqrt{\mathrm{tr}\,\Sigma_0}$")
-    ax.set_ylabel(r"fraction with $t_\Sigma \leq t_\mu$")
-    ax.set_title("covariance leads only for near tasks")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    with style():
+        fig, axes = subplots(1, 3, height=2.6)
+        ax = axes[0]
+        ax.loglog(d["t"], d["rel_trace"], "k", lw=1.5, label=r"tr $\Sigma_t$")
+        ax.loglog(d["t"], d["rel_mse"], "k--", lw=1.5, label="error")
+        cmap = pyplot().get_cmap("viridis")
+        for i, k in enumerate(d["distances"]):
+            colour = cmap(i / max(1, len(d["distances"]) - 1))
+            ax.loglog(
+                d["t"],
+                d["rel_err_by_distance"][i],
+                color=colour,
+                lw=0.8,
+                label=f"k = {k:g}",
+            )
+        ax.set_xlabel("tokens t")
+        ax.set_ylabel("relative to t = 0")
+        ax.set_title("trace vs error")
+        headroom(ax, 0.35)
+        ax.legend(loc="upper right", ncol=2)
+        integer_ticks(ax, "x")
+        ax = axes[1]
+        last = len(d["eps"]) - 1
+        ts, tm = d["t_sigma"][:, last], d["t_mu"][:, last]
+        jitter = 0.2 * np.random.default_rng(0).normal(size=ts.shape)
+        ax.scatter(ts + jitter, tm, s=5, label="one task")
+        lim = [1, max(ts.max(), tm.max()) + 1]
+        ax.plot(lim, lim, "k--", lw=1, label=r"$t_\Sigma = t_\mu$")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(r"tokens to collapse, $t_\Sigma$")
+        ax.set_ylabel(r"tokens to converge, $t_\mu$")
+        ax.set_title(rf"per task, $\varepsilon$ = {d['eps'][last]:g}")
+        ax.legend(loc="upper left")
+        integer_ticks(ax, "x")
+        integer_ticks(ax, "y")
+        ax = axes[2]
+        for j, e in enumerate(d["eps"]):
+            ax.semilogx(
+                d["distances"],
+                d["frac_sigma_first_by_distance"][:, j],
+                "o-",
+                label=rf"$\varepsilon$ = {e:g}",
+            )
+        ax.set_xticks(d["distances"], [f"{k:g}" for k in d["distances"]])
+        ax.minorticks_off()
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xlabel(r"task distance k (prior s.d.)")
+        ax.set_ylabel(r"fraction with $t_\Sigma \leq t_\mu$")
+        ax.set_title("collapse first?")
+        ax.legend(loc="upper right")
+        panel_letters(axes)
+        save(fig, path)
 
 
 run = run_experiment

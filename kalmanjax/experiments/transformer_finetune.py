@@ -61,8 +61,18 @@ import numpy as np
 from .. import Gaussian, LinearDynamics, NonlinearObservation, extended_kalman_filter
 from .. import run as run_filter
 from . import _transformer as T
+from . import progress
 from ._baselines import online_fit
-from ._plot import pyplot
+from ._plot import (
+    collect_handles,
+    headroom,
+    in_words,
+    integer_ticks,
+    panel_letters,
+    save,
+    style,
+    subplots,
+)
 from ._result import (
     Claim,
     ExperimentResult,
@@ -527,7 +537,8 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
     mu = jnp.full((d,), s["shift"] / np.sqrt(d))
     adapters: dict[int, Any] = {}
     runs = [
-        _one_seed(s, model, config, mu, seed + i, adapters) for i in range(s["seeds"])
+        _one_seed(s, model, config, mu, seed + i, adapters)
+        for i in progress.track(range(s["seeds"]), "seeds")
     ]
     across = [r["across"] for r in runs]
 
@@ -862,61 +873,77 @@ def _why_not_verdict(ratio, diff: float, se: float) -> str:
 
 def plot(result: ExperimentResult, path: Path) -> None:
     """Held-out gap closed vs tokens, covariance collapse, within-prompt errors."""
-    plt = pyplot()
+    from matplotlib.lines import Line2D  # noqa: PLC0415  (optional dependency)
 
     d = result.data
     a = d["across"]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.9))
-    ax = axes[0]
-    styles = {
-        "learned": ("k-", 2.5, "EKF, learned noise and prior"),
-        "isotropic": ("k-.", 1.2, "EKF, learned isotropic noise"),
-        "given": ("k--", 1.2, "EKF, given noise"),
-        "misspecified": ("C3:", 1.5, "EKF, noise x10, prior /10"),
-    }
-    for key, (style, lw, label) in styles.items():
-        ax.semilogx(a["tokens"][key], a["gap"][key], style, lw=lw, label=label)
-    colors = {"sgd": "C0", "sgd_1/t": "C2", "polyak": "C4", "adam": "C1", "refit": "C5"}
-    names = {"sgd": "SGD", "sgd_1/t": "SGD 1/t", "polyak": "Polyak", "adam": "Adam"}
-    names["refit"] = "ridge refit"
-    for method, color in colors.items():
-        label = names[method]
-        ax.semilogx(
-            a["tokens"][method], a["gap"][method], "-", color=color, lw=1, label=label
-        )
-        if f"{method} x3" in a["gap"]:
+    with style():
+        fig, axes = subplots(1, 3, height=3.1)
+        ax = axes[0]
+        filters = {
+            "learned": ("k-", 2.2, "EKF, learned noise and prior"),
+            "isotropic": ("k-.", 1.2, "EKF, learned isotropic noise"),
+            "given": ("k--", 1.2, "EKF, given noise"),
+            "misspecified": ("C3:", 1.5, "EKF, noise x10, prior /10"),
+        }
+        for key, (fmt, lw, label) in filters.items():
+            ax.semilogx(a["tokens"][key], a["gap"][key], fmt, lw=lw, label=label)
+        colors = {"sgd": "C0", "sgd_1/t": "C2", "polyak": "C4", "adam": "C1"}
+        colors["refit"] = "C5"
+        passes = False
+        for method, color in colors.items():
             ax.semilogx(
-                a["tokens"][f"{method} x3"],
-                a["gap"][f"{method} x3"],
-                ":",
+                a["tokens"][method],
+                a["gap"][method],
+                "-",
                 color=color,
                 lw=1,
+                label=in_words(method),
             )
-    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
-    ax.set_ylim(-1.0, 1.05)
-    ax.set_xlabel("tokens seen (pairs)")
-    ax.set_ylabel("gap closed: frozen (0), Bayes (1)")
-    ax.set_title(f"a. across prompts, held-out ({d['seeds']} seeds)")
-    ax.legend(fontsize=7)
-    ax = axes[1]
-    ax.loglog(np.arange(1, len(a["trace"]) + 1) * d["num_pairs"], a["trace"])
-    ax.set_xlabel("tokens seen (pairs)")
-    ax.set_ylabel(r"tr$\Sigma_t$ / tr$\Sigma_0$")
-    ax.set_title("b. covariance collapse (learned filter)")
-    ax = axes[2]
-    pos = np.arange(1, d["num_pairs"] + 1)
-    for fam, style in (("shifted", "-"), ("control", "--")):
-        w = d["within"][fam]
-        ax.plot(pos, w["ekf"], "k" + style, label=f"EKF, {fam}")
-        ax.plot(pos, w["best"], "C1" + style, label=f"best fine-tuning, {fam}")
-    ax.axhline(1.0, color="grey", lw=0.8)
-    ax.set_xlabel("position i")
-    ax.set_ylabel("online error / frozen")
-    ax.set_title("c. within a prompt")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+            if f"{method} x3" in a["gap"]:
+                passes = True
+                ax.semilogx(
+                    a["tokens"][f"{method} x3"],
+                    a["gap"][f"{method} x3"],
+                    ":",
+                    color=color,
+                    lw=1,
+                )
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax.set_ylim(-1.0, 1.05)
+        ax.set_xlabel("tokens seen (pairs)")
+        ax.set_ylabel("gap closed: frozen 0, Bayes 1")
+        ax.set_title(f"across prompts ({d['seeds']} seeds)")
+        integer_ticks(ax, "x")
+        ax = axes[1]
+        ax.loglog(np.arange(1, len(a["trace"]) + 1) * d["num_pairs"], a["trace"], "k")
+        ax.set_xlabel("tokens seen (pairs)")
+        ax.set_ylabel(r"tr $\Sigma_t$ / tr $\Sigma_0$")
+        ax.set_title("collapse (learned filter)")
+        integer_ticks(ax, "x")
+        ax = axes[2]
+        pos = np.arange(1, d["num_pairs"] + 1)
+        for fam, ls in (("shifted", "-"), ("control", "--")):
+            w = d["within"][fam]
+            ax.plot(pos, w["ekf"], "k", ls=ls)
+            ax.plot(pos, w["best"], "C1", ls=ls)
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.set_xlabel("position i in the prompt")
+        ax.set_ylabel("error / frozen error")
+        ax.set_title("within a prompt")
+        integer_ticks(ax, "x")
+        headroom(ax, 0.45)
+        key = [Line2D([], [], color=c) for c in ("k", "C1")]
+        key += [Line2D([], [], color="0.4", ls=ls) for ls in ("-", "--")]
+        names = ["EKF", "best fine-tuning", "shifted tasks", "control tasks"]
+        ax.legend(key, names, loc="upper left")
+        handles, labels = collect_handles(axes[:1])
+        if passes:
+            handles.append(Line2D([], [], color="0.4", ls=":"))
+            labels.append("three passes")
+        fig.legend(handles, labels, loc="outside lower center", ncol=4)
+        panel_letters(axes)
+        save(fig, path)
 
 
 run = run_experiment

@@ -51,7 +51,15 @@ from ..nn.icl import (
     task_pool,
 )
 from . import _transformer as T
-from ._plot import pyplot
+from ._plot import (
+    headroom,
+    integer_ticks,
+    legend_panel,
+    panel_letters,
+    save,
+    style,
+    subplots,
+)
 from ._probe import probe
 from ._result import Claim, ExperimentResult, paired_difference, verdict_of_difference
 
@@ -450,99 +458,116 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
     return ExperimentResult(name=NAME, data=data, claims=claims)
 
 
+def _estimator_label(key: str) -> str:
+    """An estimator's name in words (``gd 16 @ 0.3`` -> ``GD, 16 steps at 0.3``)."""
+    if key.startswith("gd "):
+        steps, _, rate = key.removeprefix("gd ").partition(" @ ")
+        return f"GD, {steps} steps at {rate}"
+    if key.startswith("ridge x"):
+        return f"ridge, penalty x{key.removeprefix('ridge x')}"
+    return key
+
+
 def plot(result: ExperimentResult, path: Path) -> None:
-    """Error per position (model vs Bayes), the ratio, and probe R^2 per layer."""
-    plt = pyplot()
+    """Error per position (model vs Bayes), the ratio, probes, estimators, anchor."""
+    from matplotlib.lines import Line2D  # noqa: PLC0415  (optional dependency)
 
     d = result.data
-    fig, axes = plt.subplots(1, 5, figsize=(21, 3.8))
-    ax = axes[0]
-    ax.plot(d["position"], d["model_mse"], "o-", ms=3, label="transformer")
-    ax.plot(d["position"], d["bayes_mse"], "k--", label="Kalman (Bayes)")
-    ax.set_xlabel("position i (pairs seen: i - 1)")
-    ax.set_ylabel("squared error")
-    ax.set_title("in-context error")
-    ax.legend()
-    ax = axes[1]
-    for key, label in (("ratio", "observed y"), ("clean_ratio", "noise-free x.w")):
-        ax.errorbar(
-            d["position"], d[key], yerr=2 * d[f"{key}_se"], fmt="o-", ms=3, label=label
-        )
-    ax.axhline(1.0, color="k", lw=0.8)
-    ax.axhline(1.15, color="grey", lw=0.8, ls=":")
-    ax.axvline(d["dim"], color="grey", lw=0.8, ls=":")
-    ax.set_xlabel("position i")
-    ax.set_title("transformer / Bayes (+-2 s.e.)")
-    ax.legend(fontsize=7)
-    ax = axes[3]
-    ridge = {
-        float(k.removeprefix("ridge x")): v
-        for k, v in d["distances"].items()
-        if k.startswith("ridge")
-    }
-    factors = sorted(ridge)
-    ax.loglog(factors, [ridge[f] for f in factors], "o-", label="ridge")
-    others = {k: v for k, v in d["distances"].items() if not k.startswith("ridge")}
-    best_other = min(others, key=others.__getitem__)
-    ax.axhline(
-        others[best_other], color="C3", ls="--", label=f"best other: {best_other}"
-    )
-    ax.axvline(1.0, color="k", lw=0.8, ls=":")
-    ax.set_xlabel("ridge penalty / Bayes' sigma^2 / tau^2")
-    ax.set_ylabel("mean squared distance to the network")
-    ax.set_title("which estimator is the network?")
-    ax.legend(fontsize=7)
-    ax = axes[2]
-    layers = np.arange(len(d["r2_mean_x"]))
-    for token, ls in (("x", "-"), ("y", "--")):
-        ax.plot(
-            layers,
-            d[f"r2_mean_{token}"],
-            "o" + ls,
-            color="C0",
-            label=f"mean, at {token} tokens",
-        )
-        ax.plot(
-            layers,
-            d[f"r2_logdet_{token}"],
-            "s" + ls,
-            color="C1",
-            label=rf"$\log\det\Sigma$, at {token} tokens",
-        )
-        ax.plot(
-            layers,
-            d[f"r2_logdet_{token}_within"],
-            "^" + ls,
-            color="C2",
-            label=f"  within position, {token}",
-        )
-    ax.set_ylim(-0.05, 1.05)
-    ax.set_xlabel("layer (last = head input)")
-    ax.set_title("held-out linear-probe $R^2$")
-    ax.legend(fontsize=7)
-    ax = axes[4]
-    for tasks, ls in (("new", "-"), ("seen", "--")):
-        excess = d["anchor_excess"][tasks]
-        pos = np.arange(1, len(excess["network"]) + 1)
-        for (key, label), colour in zip(
-            (
-                ("network", "transformer"),
-                (BAYES, "ridge (Bayes, Gaussian)"),
-                ("dMMSE", "dMMSE"),
-            ),
-            ("C0", "k", "C3"),
-            strict=True,
+    with style():
+        fig, axes = subplots(2, 3, height=4.8, width_ratios=(1, 1, 1.2))
+        ax = axes[0]
+        ax.plot(d["position"], d["model_mse"], "o-", ms=3, label="transformer")
+        ax.plot(d["position"], d["bayes_mse"], "k--", label="Bayes (Kalman)")
+        ax.set_ylabel("squared error")
+        ax.set_title("in-context error")
+        ax.legend(loc="upper right")
+        ax = axes[1]
+        for key, label in (
+            ("ratio", "observed y"),
+            ("clean_ratio", r"noise-free $x \cdot w$"),
         ):
-            ax.semilogy(
-                pos, excess[key], ls, color=colour, label=f"{label}, {tasks} tasks"
+            ax.errorbar(
+                d["position"],
+                d[key],
+                yerr=2 * d[f"{key}_se"],
+                fmt="o-",
+                ms=3,
+                label=label,
             )
-    ax.set_xlabel("position i")
-    ax.set_ylabel("squared error vs x.w")
-    ax.set_title("Raventos et al. setting (d = 8, M = 2^15)")
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.axhline(1.15, color="grey", lw=0.8, ls=":", label="bound 1.15")
+        ax.axvline(d["dim"], color="grey", lw=0.8, ls=":")
+        ax.set_ylabel("error / Bayes error")
+        ax.set_title(r"transformer / Bayes ($\pm$2 s.e.)")
+        headroom(ax, 0.4)
+        ax.legend(loc="upper left")
+        for ax in axes[:2]:
+            ax.set_xlabel("position i (i - 1 pairs seen)")
+            integer_ticks(ax, "x")
+        ax = axes[2]
+        layers = np.arange(len(d["r2_mean_x"]))
+        probes = (
+            ("r2_mean_{}", "C0", "o", "mean"),
+            ("r2_logdet_{}", "C1", "s", r"$\log\det\Sigma$"),
+            ("r2_logdet_{}_within", "C2", "^", r"$\log\det\Sigma$, per position"),
+        )
+        for token, ls in (("x", "-"), ("y", "--")):
+            for key, colour, marker, _ in probes:
+                ax.plot(layers, d[key.format(token)], marker + ls, color=colour)
+        low = min(float(np.min(d[k.format(t)])) for k, *_ in probes for t in "xy")
+        ax.set_ylim(min(-0.05, low - 0.05), 1.5)
+        ax.set_yticks([v for v in np.arange(-1.0, 1.01, 0.25) if v >= low - 0.05])
+        ax.set_xlabel("layer (last: head input)")
+        ax.set_ylabel(r"held-out probe $R^2$")
+        ax.set_title("linear probes")
+        key = [Line2D([], [], color=c, marker=m) for _, c, m, _ in probes]
+        ax.add_artist(ax.legend(key, [w for *_, w in probes], loc="upper center"))
+        tokens = [Line2D([], [], color="k", ls=ls) for ls in ("-", "--")]
+        ax.legend(tokens, ["at x tokens", "at y tokens"], loc="center right")
+        integer_ticks(ax, "x")
+        ax = axes[3]
+        ridge = {
+            float(k.removeprefix("ridge x")): v
+            for k, v in d["distances"].items()
+            if k.startswith("ridge")
+        }
+        factors = sorted(ridge)
+        ax.loglog(factors, [ridge[f] for f in factors], "o-", label="ridge")
+        others = {k: v for k, v in d["distances"].items() if not k.startswith("ridge")}
+        best_other = min(others, key=others.__getitem__)
+        ax.axhline(
+            others[best_other],
+            color="C3",
+            ls="--",
+            label=f"best other:\n{_estimator_label(best_other)}",
+        )
+        ax.axvline(1.0, color="k", lw=0.8, ls=":", label="Bayes penalty")
+        ax.set_xlabel(r"ridge penalty / Bayes' $\sigma^2/\tau^2$")
+        ax.set_ylabel("squared distance to the network")
+        ax.set_title("which estimator is it?")
+        headroom(ax, 0.45)
+        ax.legend(loc="upper center")
+        ax = axes[4]
+        estimators = (
+            ("network", "transformer", "C0"),
+            (BAYES, "ridge (Bayes, Gaussian)", "k"),
+            ("dMMSE", "dMMSE", "C3"),
+        )
+        for tasks, ls in (("new", "-"), ("seen", "--")):
+            excess = d["anchor_excess"][tasks]
+            pos = np.arange(1, len(excess["network"]) + 1)
+            for key_, _, colour in estimators:
+                ax.semilogy(pos, excess[key_], ls, color=colour)
+        ax.set_xlabel("position i")
+        ax.set_ylabel(r"squared error vs $x \cdot w$")
+        ax.set_title(r"Raventos et al. ($M = 2^{15}$)")
+        integer_ticks(ax, "x")
+        handles = [Line2D([], [], color=c) for *_, c in estimators]
+        handles += [Line2D([], [], color="0.5", ls=ls) for ls in ("-", "--")]
+        labels = [w for _, w, _ in estimators] + ["new tasks", "seen tasks"]
+        legend_panel(axes[5], handles, labels, title="key to (e)")
+        panel_letters(axes[:5])
+        save(fig, path)
 
 
 run = run_experiment

@@ -47,7 +47,8 @@ from .. import (
     low_rank_filter,
 )
 from . import _transformer as T
-from ._plot import pyplot
+from . import progress
+from ._plot import COLUMN, integer_ticks, save, style, subplots
 from ._result import (
     Claim,
     ExperimentResult,
@@ -246,7 +247,10 @@ def run_experiment(quick: bool = False, seed: int = 0) -> ExperimentResult:
     d, n = config.dim, config.num_pairs
     mu = jnp.full((d,), s["shift"] / np.sqrt(d))
     every = weight_predictions(model)  # one function: compiled once for all seeds
-    runs = [_one_seed(s, config, model, every, mu, seed + i) for i in range(s["seeds"])]
+    runs = [
+        _one_seed(s, config, model, every, mu, seed + i)
+        for i in progress.track(range(s["seeds"]), "seeds")
+    ]
     names = METHODS + HEAD_OPTIMIZERS
     curves = {m: np.stack([r[m] for r in runs]) for m in names}
     final = {m: curves[m][:, -1] for m in names}
@@ -345,28 +349,33 @@ LABELS = {
 
 def plot(result: ExperimentResult, path: Path) -> None:
     """Held-out gap closed against tokens seen, mean +- standard error over seeds."""
-    plt = pyplot()
     d = result.data
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    styles = {"low_rank": "k-", "diagonal": "k--", "dense_head": "k:"}
-    for i, (name, label) in enumerate(LABELS.items()):
-        m, e = d["mean"][name], d["se"][name]
-        style = styles.get(name, f"C{i}-" if name.endswith("_all") else f"C{i}:")
-        ax.semilogx(d["tokens"], m, style, lw=2 if name in styles else 1.2, label=label)
-        if np.all(np.isfinite(e)):
-            ax.fill_between(
-                d["tokens"], m - e, m + e, alpha=0.15, color=ax.lines[-1].get_color()
+    with style():
+        fig, (ax,) = subplots(1, 1, width=COLUMN, height=3.9)
+        styles = {"low_rank": "k-", "diagonal": "k--", "dense_head": "k:"}
+        for i, (name, label) in enumerate(LABELS.items()):
+            m, e = d["mean"][name], d["se"][name]
+            fmt = styles.get(name, f"C{i}-" if name.endswith("_all") else f"C{i}:")
+            ax.semilogx(
+                d["tokens"], m, fmt, lw=2 if name in styles else 1.2, label=label
             )
-    ax.axhline(0.0, color="grey", lw=0.8)
-    ax.axhline(1.0, color="grey", lw=0.8, ls=":")
-    ax.set_ylim(-1.0, 1.05)  # early fine-tuning at the end's best rate dips below
-    ax.set_xlabel("tokens seen (pairs)")
-    ax.set_ylabel("held-out gap closed: frozen (0) to Bayes (1)")
-    ax.set_title("adapting the shipped transformer to a shifted task family")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+            if np.all(np.isfinite(e)):
+                ax.fill_between(
+                    d["tokens"],
+                    m - e,
+                    m + e,
+                    alpha=0.15,
+                    color=ax.lines[-1].get_color(),
+                )
+        ax.axhline(0.0, color="grey", lw=0.8)
+        ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+        ax.set_ylim(-1.0, 1.05)  # early fine-tuning at the end's best rate dips below
+        ax.set_xlabel("tokens seen (pairs)")
+        ax.set_ylabel("held-out gap closed: frozen 0, Bayes 1")
+        ax.set_title("adapting to a shifted task family")
+        integer_ticks(ax, "x")
+        fig.legend(loc="outside lower center", ncol=1)
+        save(fig, path)
 
 
 run = run_experiment

@@ -25,6 +25,7 @@ from ..core.models import (
     resolve,
     with_checked_covariance,
 )
+from ..core.scan import prefix_scan
 from ..steps.associative import (
     FilterElement,
     combine_dense,
@@ -172,7 +173,7 @@ def _reference_means(mean0, dyn: LinearDynamics, axis, num_steps: int):
         (A1, c1), (A2, c2) = first, second
         return A2 @ A1, (A2 @ c1[..., None])[..., 0] + c2
 
-    A, c = jax.lax.associative_scan(compose, (F, b))
+    A, c = prefix_scan(compose, (F, b))
     return (A @ mean0) + c
 
 

@@ -25,7 +25,7 @@ likelihood, dynamax #423). The smoother combines the per-step backward kernels
 This module holds the per-step math only: :func:`filter_element` builds one
 element, :func:`combine_dense` / :func:`combine_sqrt` combine two; the filters
 layer assembles them into an :class:`~kalmanjax.AssociativeForm` and the drivers
-run ``lax.associative_scan``.
+run the prefix scan (:mod:`kalmanjax.core.scan`).
 """
 
 from __future__ import annotations

@@ -160,3 +160,22 @@ def test_importance_posterior_of_a_linear_gaussian_model_is_the_closed_form(x64)
     assert ess > 10_000
     np.testing.assert_allclose(m_is, mean, atol=0.02 * sd.max())
     np.testing.assert_allclose(C_is, cov, atol=0.03 * np.max(np.abs(cov)))
+
+
+def test_blown_up_errors_are_inf_and_a_mean_over_them_does_not_overflow():
+    import warnings
+
+    import jax.numpy as jnp
+
+    from kalmanjax.experiments import finetune
+
+    theta = jnp.zeros((3, 2), jnp.float32)
+    estimates = jnp.array(
+        [[[1.0, 0.0]], [[1e16, 1e16]], [[jnp.nan, 0.0]]], jnp.float32
+    )  # (task, token, d): fine, past BLOWN_UP (but finite in float32), NaN
+    err = np.asarray(finetune._squared_errors(estimates, theta))
+    assert err.dtype == np.float32
+    assert err[0, 0] == 1.0 and np.isinf(err[1, 0]) and np.isinf(err[2, 0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the old overflow was a RuntimeWarning
+        assert np.isinf(err.mean(0)).all()
