@@ -56,8 +56,9 @@ CHECK_SEQUENCES = 2
 RETURNS = {
     "sequential": "kj.run(kalman_filter(dyn, obs, form=form), prior, ys) (lax.scan, "
     "lean=False): sum of infos.log_likelihood, states.mean",
-    "parallel": "kj.run(..., parallel=True) (lax.associative_scan over the "
-    "Sarkka & Garcia-Fernandez elements, then one vmapped update for the infos): "
+    "parallel": "kj.run(..., parallel=True) (the blocked prefix scan, "
+    "kalmanjax.core.scan, over the Sarkka & Garcia-Fernandez elements, then one "
+    "vmapped update for the infos): "
     "sum of infos.log_likelihood, states.mean",
     "sharded": "jax.jit(kj.batch_map(fn, mesh=kj.batch_mesh(devices[:k]))) on "
     "kj.shard_batch(ys): per sequence, the sequential dense filter's sum of "

@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         bar = tqdm(total=len(names), desc="experiments", unit="exp")
     elif tqdm is not None and expected is not None:  # seconds, from the last run
         fmt = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]"
-        bar = tqdm(total=round(sum(expected.values())), desc="run", bar_format=fmt)
+        bar = tqdm(total=sum(expected.values()), desc="run", bar_format=fmt)
 
     open_bars: list = []  # nested bars (a loop inside a stage) get a line each
 
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         msg = f"{name}: {entries[name]['time_s']:.1f} s -> {out / (name + '.png')}"
         (print if bar is None else bar.write)(msg)
         if bar is not None:
-            bar.update(1 if expected is None else round(expected[name]))
+            bar.update(1 if expected is None else expected[name])
     if bar is not None:
         bar.close()
 

@@ -13,12 +13,12 @@
 #
 # 1. the sequential `lax.scan` (span O(T));
 # 2. the temporally parallel prefix scan, `kj.run(..., parallel=True)`
-#    (Sarkka & Garcia-Fernandez 2021; span O(log T), for GPUs and TPUs);
+#    (Sarkka & Garcia-Fernandez 2021; a blocked scan, for GPUs and TPUs);
 # 3. a batch of sequences sharded across devices with `kj.batch_map`.
 #
 # All three give the same numbers. On a CPU the sequential scan is the fast one:
-# the parallel scan does more work and compiles far longer (tens of seconds here:
-# `lax.associative_scan` inlines the combine at every level; see
+# the parallel scan does more work and compiles longer (seconds; with
+# `parallel="tree"`, `lax.associative_scan`, tens of seconds; see
 # `benchmarks/bench_parallel.py`); the point of this notebook is the equivalence
 # and how to call each.
 

@@ -113,6 +113,8 @@ class KjApi(SphinxDirective):
         for module in public_modules():
             if module != root and not module.startswith(root + "."):
                 continue
+            # re-read this page when the module (its docstrings, its __all__) changes
+            self.env.note_dependency(importlib.import_module(module).__file__)
             if root == PACKAGE and module != PACKAGE:
                 continue  # the top level documents its own names only
             mine = [(n, o) for n, o in _exported(module) if home[id(o)] == module]

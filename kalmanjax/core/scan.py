@@ -67,10 +67,11 @@ def scan_method(parallel: bool | str) -> ScanMethod:
     Raises:
         ValueError: ``parallel`` is a string not in :data:`SCAN_METHODS`.
     """
-    if parallel is True:
+    if isinstance(parallel, str):
+        if parallel in SCAN_METHODS:
+            return parallel  # type: ignore[return-value]
+    elif parallel:  # True, np.True_, 1: what ``if parallel:`` accepted before
         return "blocked"
-    if parallel in SCAN_METHODS:
-        return parallel  # type: ignore[return-value]
     raise ValueError(
         f"parallel must be False, True or one of {SCAN_METHODS}, got {parallel!r}"
     )

@@ -154,3 +154,35 @@ def test_filter_without_parallel_form_is_a_clear_error():
     filt = kj.Filter(init=lambda p: p, step=lambda s, u: (s, None))
     with pytest.raises(ValueError, match="no parallel form"):
         kj.run(filt, None, jnp.zeros((3, 1)), parallel=True)
+
+
+def test_both_scans_through_every_parallel_driver(x64):
+    # parallel="tree" is lax.associative_scan, True / "blocked" the blocked scan:
+    # each equals the sequential path (filter, smoother, posterior sample)
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import kalmanjax as kj
+
+    dyn = kj.LinearDynamics(F=0.9 * jnp.eye(2), Q=0.1 * jnp.eye(2))
+    obs = kj.LinearObservation(H=jnp.array([[1.0, 0.5]]), R=jnp.eye(1))
+    prior = kj.Gaussian(jnp.ones(2), jnp.eye(2))
+    ys = jnp.sin(jnp.arange(23.0))[:, None].at[5:8].set(jnp.nan)
+    filt = kj.kalman_filter(dyn, obs)
+    seq = kj.run(filt, prior, ys)
+    smooth = kj.rts_smoother(dyn, seq.states)
+    key = jax.random.key(0)
+    draw = kj.sample_posterior(key, dyn, seq.states)
+    for parallel in (True, "blocked", "tree"):
+        out = kj.run(filt, prior, ys, parallel=parallel)
+        np.testing.assert_allclose(out.states.mean, seq.states.mean, atol=1e-10)
+        np.testing.assert_allclose(
+            out.infos.log_likelihood, seq.infos.log_likelihood, atol=1e-10
+        )
+        sm = kj.rts_smoother(dyn, seq.states, parallel=parallel)
+        np.testing.assert_allclose(sm.cov, smooth.cov, atol=1e-10)
+        got = kj.sample_posterior(key, dyn, seq.states, parallel=parallel)
+        np.testing.assert_allclose(got, draw, atol=1e-9)
+    with pytest.raises((ValueError, TypeError), match="fast"):
+        kj.run(filt, prior, ys, parallel="fast")  # type: ignore[arg-type]
