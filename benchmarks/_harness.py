@@ -198,9 +198,12 @@ def summarize(times: Sequence[float]) -> dict[str, float | int]:
     }
 
 
-def compile_fn(fn: Callable, *args: Any) -> tuple[Any, dict[str, Any]]:
+def compile_fn(
+    fn: Callable, *args: Any, program: bool = False
+) -> tuple[Any, dict[str, Any]]:
     """Trace, lower and compile ``fn`` for ``args``; return the executable and the
-    row fields ``{"compile_s", "compile": {"lower_s", "xla_compile_s"}}``.
+    row fields ``{"compile_s", "compile": {"lower_s", "xla_compile_s"}}`` (with
+    ``program``, also ``"program"``: :func:`program_size` of the lowering).
 
     ``fn`` is wrapped in a fresh function first, so that a repeated call really
     retraces and recompiles instead of hitting ``jax.jit``'s caches.
@@ -214,10 +217,45 @@ def compile_fn(fn: Callable, *args: Any) -> tuple[Any, dict[str, Any]]:
     t1 = time.perf_counter()
     compiled = lowered.compile()
     t2 = time.perf_counter()
-    return compiled, {
+    fields: dict[str, Any] = {
         "compile_s": t2 - t0,
         "compile": {"lower_s": t1 - t0, "xla_compile_s": t2 - t1},
     }
+    if program:
+        fields["program"] = program_size(lowered, compiled)
+    return compiled, fields
+
+
+def program_size(lowered: Any, compiled: Any) -> dict[str, int]:
+    """How big a program is: ``stablehlo_ops`` (operations in the lowered
+    StableHLO text, loop bodies counted once) and ``hlo_instructions`` (in XLA's
+    optimised HLO, where the backend gives its text)."""
+    text = lowered.as_text()
+    out = {"stablehlo_ops": sum(1 for line in text.splitlines() if " = " in line)}
+    try:
+        hlo = compiled.as_text()
+    except Exception:  # noqa: BLE001  (a backend without the text)
+        hlo = None
+    if hlo:
+        out["hlo_instructions"] = sum(1 for line in hlo.splitlines() if " = " in line)
+    return out
+
+
+def memory(compiled: Any) -> dict[str, int] | None:
+    """XLA's own account of a compiled program's memory: argument, output and
+    temporary bytes (``None`` where the backend gives none)."""
+    try:
+        stats = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001  (a backend without the account)
+        return None
+    if stats is None:
+        return None
+    fields = (
+        "argument_size_in_bytes",
+        "output_size_in_bytes",
+        "temp_size_in_bytes",
+    )
+    return {f: int(getattr(stats, f)) for f in fields if hasattr(stats, f)}
 
 
 def compile_repeated(

@@ -58,13 +58,14 @@ def simulate(seed: int, d: int, m: int, T: int, batch: int | None):
     return model, (ys[0] if batch is None else ys)
 
 
-def reference_filter(model: dict[str, np.ndarray], ys: np.ndarray):
-    """``(log p(y_1:T), filtered means (T, d))`` of the textbook covariance filter
-    (Joseph-form update) in NumPy float64, one sequence, no missing data."""
+def _reference_pass(model: dict[str, np.ndarray], ys: np.ndarray):
+    """The textbook covariance filter (Joseph-form update) in NumPy float64:
+    ``(log p(y_1:T), filtered means (T, d), filtered covariances (T, d, d))``."""
     F, Q, H_, R = (np.asarray(model[k], np.float64) for k in ("F", "Q", "H", "R"))
     mean = np.asarray(model["m0"], np.float64)
     cov = np.asarray(model["P0"], np.float64)
     means, ll = np.empty((len(ys), mean.size)), 0.0
+    covs = np.empty((len(ys), mean.size, mean.size))
     for t, y in enumerate(np.asarray(ys, np.float64)):
         mean, cov = F @ mean, F @ cov @ F.T + Q
         S = H_ @ cov @ H_.T + R
@@ -74,8 +75,29 @@ def reference_filter(model: dict[str, np.ndarray], ys: np.ndarray):
         ll -= 0.5 * y.size * LOG_2PI
         a = np.eye(mean.size) - gain @ H_
         mean, cov = mean + gain @ err, a @ cov @ a.T + gain @ R @ gain.T
-        means[t] = mean
-    return float(ll), means
+        means[t], covs[t] = mean, cov
+    return float(ll), means, covs
+
+
+def reference_filter(model: dict[str, np.ndarray], ys: np.ndarray):
+    """``(log p(y_1:T), filtered means (T, d))`` of the textbook covariance filter
+    (Joseph-form update) in NumPy float64, one sequence, no missing data."""
+    ll, means, _ = _reference_pass(model, ys)
+    return ll, means
+
+
+def reference_smoother(model: dict[str, np.ndarray], ys: np.ndarray):
+    """``(log p(y_1:T), smoothed means (T, d))``: :func:`reference_filter`, then
+    the RTS recursion ``G_t = P_t F^T (F P_t F^T + Q)^{-1}``,
+    ``m^s_t = m_t + G_t (m^s_{t+1} - F m_t)``, in NumPy float64."""
+    ll, means, covs = _reference_pass(model, ys)
+    F, Q = (np.asarray(model[k], np.float64) for k in ("F", "Q"))
+    smoothed = means.copy()
+    for t in range(len(ys) - 2, -1, -1):
+        pred = F @ covs[t] @ F.T + Q
+        gain = np.linalg.solve(pred, F @ covs[t]).T
+        smoothed[t] = means[t] + gain @ (smoothed[t + 1] - F @ means[t])
+    return ll, smoothed
 
 
 @dataclass
@@ -100,15 +122,19 @@ def problem(
     batch: int | None,
     dtype: str,
     check_sequences: int = 2,
+    reference: Callable | None = reference_filter,
 ) -> Problem:
-    """:func:`simulate` cast to ``dtype``; the reference runs in float64 on the
+    """:func:`simulate` cast to ``dtype``; the ``reference`` (default
+    :func:`reference_filter`; ``None``: no references) runs in float64 on the
     rounded inputs, so that only the arithmetic differs (for a batch, on its first
     ``check_sequences`` sequences)."""
     model64, ys64 = simulate(seed, d, m, T, batch)
     model = {k: v.astype(dtype) for k, v in model64.items()}
     ys = ys64.astype(dtype)
+    if reference is None:
+        return Problem(model, ys, [])
     seqs = [ys] if batch is None else list(ys[: min(batch, check_sequences)])
-    return Problem(model, ys, [reference_filter(model, y) for y in seqs])
+    return Problem(model, ys, [reference(model, y) for y in seqs])
 
 
 def checks(out, refs: list[tuple[float, np.ndarray]], batched: bool):

@@ -117,21 +117,6 @@ def reference_mean(xs: dict[str, np.ndarray]) -> np.ndarray:
     return np.linalg.solve(np.eye(k) + X.T @ X / NOISE_VAR, X.T @ y / NOISE_VAR)
 
 
-def _memory(compiled) -> dict[str, int] | None:
-    try:
-        stats = compiled.memory_analysis()
-    except Exception:  # noqa: BLE001  (a backend without the account)
-        return None
-    if stats is None:
-        return None
-    fields = (
-        "argument_size_in_bytes",
-        "output_size_in_bytes",
-        "temp_size_in_bytes",
-    )
-    return {f: int(getattr(stats, f)) for f in fields if hasattr(stats, f)}
-
-
 def run_k(k: int, T: int, args) -> list[dict[str, Any]]:
     """All rows of one state size ``k`` over ``T`` readings."""
     xs64 = make_problem(args.seed, k, T)
@@ -156,7 +141,7 @@ def run_k(k: int, T: int, args) -> list[dict[str, Any]]:
         compiled, ct = H.compile_fn(_runner(name), xs)
         _, out = H.time_call(compiled, (xs,))
         row.update(ct)
-        row["memory"] = _memory(compiled)
+        row["memory"] = H.memory(compiled)
         exact = rank is None or rank >= T
         row["checks"] = {
             "max_abs_err_vs_reference": None
@@ -293,7 +278,7 @@ def categorical_rows(k: int, T: int, args) -> list[dict[str, Any]]:
         _, out = H.time_call(compiled, arrays)
         means[name] = np.asarray(out, np.float64)
         row.update(ct)
-        row["memory"] = _memory(compiled)
+        row["memory"] = H.memory(compiled)
         row["checks"] = {"finite": bool(np.all(np.isfinite(means[name])))}
         calls[name] = (compiled, arrays)
         H.log(f"  categorical k={k} {name}: compile {ct['compile_s']:.2f} s")
@@ -352,7 +337,7 @@ def network_rows(args) -> list[dict[str, Any]]:
         ("forward_backward", jax.grad(lambda th: output(th)[0]), (theta,)),
     ):
         calls[name] = H.compile_fn(fn_, *fargs)[0], fargs
-        info[name] = _memory(calls[name][0])
+        info[name] = H.memory(calls[name][0])
     for name in NETWORK_METHODS:
         if name == "diagonal":
             filt = kj.diagonal_filter(static, obs)
@@ -368,7 +353,7 @@ def network_rows(args) -> list[dict[str, Any]]:
         new, _ = compiled(belief, inputs)
         calls[name] = compiled, (belief, inputs)
         info[name] = (
-            _memory(compiled)
+            H.memory(compiled)
             | ct
             | {"finite": bool(np.all(np.isfinite(np.asarray(new.mean))))}
         )

@@ -1,4 +1,5 @@
-"""Print the markdown tables of a results JSON (``bench_kalman``, ``bench_parallel``).
+"""Print the markdown tables of a results JSON (``bench_kalman``, ``bench_parallel``,
+``bench_scan``).
 
 python -m benchmarks.table benchmarks/results/bench_kalman_cpu.json
 """
@@ -274,7 +275,78 @@ def parallel_tables(data: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-RENDER = {"bench_kalman": kalman_tables, "bench_parallel": parallel_tables}
+# -------------------------------------------------------------------- bench_scan
+
+
+def _mib(b: int | None) -> str:
+    return "-" if b is None else f"{b / 2**20:.3g}"
+
+
+def _length(T: int) -> str:
+    e = len(str(T)) - 1
+    return f"1e{e}" if T == 10**e and e > 1 else str(T)
+
+
+def scan_tables(data: dict[str, Any]) -> str:
+    """The ``bench_scan`` tables: per task, form and T, compile / run / temporary
+    memory of the three methods and the blocked scan's ratios to the tree's."""
+    env = data["environment"]
+    out = [
+        f"{env['device_kind']} ({env['backend']}, {env['cpu_count']} CPUs), "
+        f"jax {env['jax']}, kalmanjax {env['kalmanjax']}, {env['date']}, "
+        f"load average {env['loadavg']} -> {env.get('loadavg_end')}",
+        "",
+        "| task | form | T | compile seq / tree / blocked (s) | run seq / tree / "
+        "blocked (ms) | temp memory tree / blocked (MiB) | StableHLO ops tree / "
+        "blocked | blocked / tree: compile, run |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    notes = []
+    for e in data["summary"]["blocked_vs_tree"]:
+        comp = " / ".join(
+            _sec(e.get(f"{m}_compile_s")) for m in ("sequential", "tree", "blocked")
+        )
+        run = " / ".join(
+            _ms(e.get(f"{m}_run_s")) for m in ("sequential", "tree", "blocked")
+        )
+        mem = " / ".join(_mib(e.get(f"{m}_temp_bytes")) for m in ("tree", "blocked"))
+        ops = " / ".join(
+            str(e.get(f"{m}_stablehlo_ops") or "-") for m in ("tree", "blocked")
+        )
+        ratio = (
+            f"{_x(e.get('blocked_over_tree_compile'))}, "
+            f"{_x(e.get('blocked_over_tree_run'))}"
+        )
+        out.append(
+            f"| {e['task']} | {e['form']} | {_length(e['T'])} | {comp} | {run} | "
+            f"{mem} | {ops} | {ratio} |"
+        )
+    for r in data["rows"]:
+        if r.get("skipped"):
+            p = r["params"]
+            notes.append(
+                f"- {p['task']}/{p['form']}/{p['method']} T={p['T']}: {r['skipped']}"
+            )
+    summary = data["summary"]
+    out += [
+        "",
+        f"All targets met: {summary['all_targets_met']}"
+        + (
+            "; missed: " + "; ".join(summary["targets_missed"])
+            if summary["targets_missed"]
+            else ""
+        ),
+    ]
+    if notes:
+        out += ["", "Skipped (a dash above):", *notes]
+    return "\n".join(out)
+
+
+RENDER = {
+    "bench_kalman": kalman_tables,
+    "bench_parallel": parallel_tables,
+    "bench_scan": scan_tables,
+}
 
 
 def render(data: dict[str, Any]) -> str:

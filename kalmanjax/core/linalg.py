@@ -35,7 +35,9 @@ and reductions, with the factorisations unrolled in Python: at a handful of stat
 dimensions XLA:CPU time is per-op overhead rather than FLOPs, and elementwise code
 fuses into a few kernels where dots and LAPACK calls cannot fuse at all. Its
 ``tria`` is modified Gram-Schmidt on the rows, whose triangular factor is as
-accurate as Householder QR's (Bjorck & Paige 1992).
+accurate as Householder QR's (Bjorck & Paige 1992). ``COMPACT`` is ``SMALL`` with
+its triangular solves and ``tria`` as loops over the rows (:func:`compact`), for
+the parallel scans' combines, whose programs repeat them.
 """
 
 from __future__ import annotations
@@ -305,22 +307,28 @@ def _tria_mgs(a: Array) -> Array:
 
 
 def _solve_small(a: Array, b: Array) -> Array:
-    # Gauss-Jordan elimination with partial pivoting, unrolled; the row swap is a
-    # select against the pivot row, so there is no gather or LAPACK call.
+    # Gauss-Jordan elimination with partial pivoting, a loop over the pivots (one
+    # copy of the elimination in the program: this solve sits in the parallel
+    # filter's combine, which a scan's program repeats); the row swap is a select
+    # against the pivot row, so there is no gather or LAPACK call.
     n = a.shape[0]
     rows = jnp.arange(n)
     vector = b.ndim == 1
     aug = jnp.concatenate([a, b[:, None] if vector else b], axis=1)
-    for j in range(n):
-        size = jnp.where(rows >= j, jnp.abs(aug[:, j]), -1.0)
-        p = jnp.argmax(size)
-        is_p = (rows == p)[:, None]
-        row_p = jnp.sum(jnp.where(is_p, aug, 0.0), axis=0)
-        row_j = aug[j]
-        aug = jnp.where((rows == j)[:, None], row_p[None, :], aug)
-        aug = jnp.where(is_p & (p != j), row_j[None, :], aug)
-        factors = jnp.where(rows == j, 0.0, aug[:, j] / aug[j, j])
-        aug = aug - factors[:, None] * aug[j][None, :]
+
+    def eliminate(j, aug):
+        col = lax.dynamic_index_in_dim(aug, j, axis=1, keepdims=False)
+        p = jnp.argmax(jnp.where(rows >= j, jnp.abs(col), -1.0))
+        is_p, is_j = rows == p, rows == j
+        row_p = jnp.sum(jnp.where(is_p[:, None], aug, 0.0), axis=0)
+        row_j = jnp.sum(jnp.where(is_j[:, None], aug, 0.0), axis=0)
+        aug = jnp.where(is_j[:, None], row_p[None, :], aug)
+        aug = jnp.where((is_p & ~is_j)[:, None], row_j[None, :], aug)
+        col = jnp.where(is_j, row_p[j], jnp.where(is_p, row_j[j], col))
+        factors = jnp.where(is_j, 0.0, col / row_p[j])
+        return aug - factors[:, None] * row_p[None, :]
+
+    aug = lax.fori_loop(0, n, eliminate, aug)
     x = aug[:, n:] / jnp.diagonal(aug[:, :n])[:, None]
     return x[:, 0] if vector else x
 
@@ -336,6 +344,81 @@ SMALL = LinalgOps(
         functools.partial(_cholesky_small, psd=True), _solve_lower_small, _matmul_small
     ),
     solve=_solve_small,
+)
+
+
+# ------------------------------------------- compact (elementwise, loops not unrolled)
+#
+# The same arithmetic as SMALL's triangular solves and modified Gram-Schmidt, as
+# loops over the rows/columns (``lax.fori_loop``) instead of unrolled Python: one
+# copy of the body in the program. For code that a scan repeats (the parallel
+# filter's and smoother's combines), whose program size, hence compile time,
+# matters more than a short loop's overhead; rows are picked and written with
+# masks, so there is no gather, scatter or LAPACK call.
+
+
+def _row(x: Array, i) -> Array:
+    """``x[i]`` for a traced ``i``, as a masked sum over the leading axis."""
+    mask = (jnp.arange(x.shape[0]) == i).reshape((-1,) + (1,) * (x.ndim - 1))
+    return jnp.sum(jnp.where(mask, x, 0), axis=0)
+
+
+def _set_row(x: Array, i, value: Array) -> Array:
+    mask = (jnp.arange(x.shape[0]) == i).reshape((-1,) + (1,) * (x.ndim - 1))
+    return jnp.where(mask, value[None], x)
+
+
+def _solve_lower_loop(chol: Array, b: Array) -> Array:
+    n = chol.shape[0]
+
+    def body(i, x):  # x holds rows 0..i-1 of the solution, zeros below
+        row = _row(chol, i)
+        r = _row(b, i) - jnp.tensordot(row, x, axes=1)
+        return _set_row(x, i, r / row[i])
+
+    return lax.fori_loop(0, n, body, jnp.zeros_like(b))
+
+
+def _solve_lower_t_loop(chol: Array, b: Array) -> Array:
+    n = chol.shape[0]
+
+    def body(j, x):  # rows n-j..n-1 done: row i = n - 1 - j of L^T is column i of L
+        i = n - 1 - j
+        col = _row(mT(chol), i)
+        r = _row(b, i) - jnp.tensordot(col, x, axes=1)
+        return _set_row(x, i, r / col[i])
+
+    return lax.fori_loop(0, n, body, jnp.zeros_like(b))
+
+
+def _tria_mgs_basis_loop(a: Array) -> tuple[Array, Array]:
+    n = a.shape[0]
+    rows = jnp.arange(n)
+
+    def body(j, carry):
+        resid, factor, basis = carry
+        v = _row(resid, j)
+        sq = jnp.sum(v * v)
+        positive = sq > 0
+        norm = jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+        q = v / jnp.where(positive, norm, 1.0)
+        coef = jnp.where(rows > j, jnp.sum(resid * q[None, :], axis=1), 0.0)
+        resid = resid - coef[:, None] * q[None, :]
+        col = jnp.where(rows == j, norm, coef).astype(a.dtype)
+        factor = mT(_set_row(mT(factor), j, col))
+        return resid, factor, _set_row(basis, j, q)
+
+    zero = jnp.zeros((n, n), a.dtype)
+    _, factor, basis = lax.fori_loop(0, n, body, (a, zero, jnp.zeros_like(a)))
+    return factor, basis
+
+
+#: :data:`SMALL` with its triangular solves and ``tria`` as loops (see above).
+COMPACT = SMALL._replace(
+    solve_lower=_solve_lower_loop,
+    solve_lower_t=_solve_lower_t_loop,
+    tria=lambda a: _tria_mgs_basis_loop(a)[0],
+    tria_basis=_tria_mgs_basis_loop,
 )
 
 
@@ -392,3 +475,12 @@ def choose_ops(fast: bool | None, *dims: int) -> LinalgOps:
     if fast is None:
         fast = max(dims) <= SMALL_MAX_DIM
     return SMALL if fast else GENERAL
+
+
+def compact(ops: LinalgOps) -> LinalgOps:
+    """:data:`COMPACT` in place of :data:`SMALL`; ``ops`` itself otherwise.
+
+    For code that a scan repeats, where program size matters more than the loops'
+    overhead (the parallel scans' combines).
+    """
+    return COMPACT if ops is SMALL else ops

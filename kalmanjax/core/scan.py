@@ -2,21 +2,27 @@ r"""Prefix scans with an associative combine, in a program that does not grow wi
 
 ``lax.associative_scan`` inlines its combine about :math:`2\log_2 T` times, so its
 compiled program, and its compile time, grow with the length. :func:`prefix_scan`
-computes the same inclusive scan with the combine appearing three times in the
-program, whatever ``T`` (Blelloch's blocked scheme):
+computes the same inclusive scan with the combine appearing two or three times in
+the program, whatever ``T`` (a blocked scheme, after Blelloch):
 
 1. split the ``T`` elements into ``B`` blocks of ``L = ceil(T / B)`` (the last
    element repeated as padding: a prefix never depends on later elements) and
    scan every block sequentially, all blocks at once (a ``lax.scan`` of ``L``
    steps over a batch of ``B``);
-2. scan the ``B`` block totals by Hillis-Steele doubling, a ``lax.scan`` over the
-   :math:`\lceil\log_2 B\rceil` levels with one batched combine per level;
-3. combine each block's prefix of the earlier blocks with its in-block results
-   (one batched combine over all elements).
+2. bring in the earlier blocks:
 
-Span :math:`O(T/B + \log B)` and work :math:`O(T + B \log B)` combines. The default
-``B`` is about :math:`\sqrt T` on CPU, where the work is what counts (about the
-tree's :math:`2T`), and ``T / 16`` on accelerators, where the span is.
+   * ``B <= L`` (few blocks): a ``lax.scan`` over the blocks in order, carrying
+     the total so far, combines it with all ``L`` results of the next block at
+     once (the last of them is the next total). Span :math:`O(L + B)`, work
+     :math:`2T` combines, the combine twice in the program.
+   * ``B > L``: the block totals are scanned by Hillis-Steele doubling (a
+     ``lax.scan`` over :math:`\lceil\log_2 B\rceil` levels, one batched combine
+     each), then one batched combine gives every element its prefix. Span
+     :math:`O(L + \log B)`, work :math:`O(T + B \log B)`, three combines.
+
+The default ``B`` is about :math:`\sqrt T` on CPU, where the work is what counts
+(the tree's is about :math:`2T` too), and ``T / 16`` on accelerators, where the
+span is.
 
 ``fn(earlier, later)`` combines two stacks of elements (a leading batch axis on
 every leaf), as for ``lax.associative_scan``; ``reverse=True`` scans from the end
@@ -167,8 +173,31 @@ def _blocked(fn, elems, length: int, blocks: int):
     _, scanned = lax.scan(in_block, first, rest)
     local = _tree_map(lambda a, b: jnp.concatenate([a[None], b], 0), first, scanned)
 
-    if blocks > 1:
-        # 2. the block totals, scanned by doubling: one combine per level
+    if 1 < blocks <= size:
+        # 2. (few blocks) one pass over the blocks in order, carrying the total so
+        # far: block b's elements combined with it, its last one the next total
+        def across(total, block):  # (...), (L, ...) -> (...), (L, ...)
+            tiled = _tree_map(
+                lambda t, x: jnp.broadcast_to(t[None], x.shape), total, block
+            )
+            fixed = fn(tiled, block)
+            return _tree_map(lambda x: x[-1], fixed), fixed
+
+        by_block = _tree_map(lambda x: jnp.swapaxes(x, 0, 1), local)  # (B, L, ...)
+        head = _tree_map(lambda x: x[0], by_block)
+        _, tail = lax.scan(
+            across,
+            _tree_map(lambda x: x[-1], head),
+            _tree_map(lambda x: x[1:], by_block),
+        )
+        local = _tree_map(
+            lambda h, t: jnp.swapaxes(jnp.concatenate([h[None], t], 0), 0, 1),
+            head,
+            tail,
+        )
+    elif blocks > 1:
+        # 2. (many blocks) the block totals, scanned by doubling: one combine per
+        # level
         totals = _tree_map(lambda x: x[-1], local)
         position = jnp.arange(blocks)
         levels = math.ceil(math.log2(blocks))

@@ -64,7 +64,8 @@ def run(
             (``filter.associative``, an :class:`~kalmanjax.AssociativeForm`) as a
             prefix scan: the same results, for accelerators. ``True`` or
             ``"blocked"``: :func:`~kalmanjax.core.scan.prefix_scan`, whose program
-            does not grow with ``T`` (span :math:`O(T/B + \log B)`); ``"tree"``:
+            does not grow with ``T`` (span :math:`O(\sqrt T)` on CPU, about
+            :math:`16 + \log T` elsewhere); ``"tree"``:
             ``lax.associative_scan`` (span :math:`O(\log T)`, compile time growing
             with ``T``). On CPU the sequential scan is faster (see
             ``benchmarks/``). A filter without one raises ``ValueError``.

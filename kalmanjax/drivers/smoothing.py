@@ -22,7 +22,7 @@ from jax import lax
 from ..core import checks
 from ..core.batching import batched, lapack_flops
 from ..core.beliefs import Gaussian, SqrtGaussian
-from ..core.linalg import GENERAL, LinalgOps, choose_ops
+from ..core.linalg import GENERAL, LinalgOps, choose_ops, compact
 from ..core.models import (
     DynamicsLike,
     LinearDynamics,
@@ -440,7 +440,9 @@ def _parallel_rts(
         lambda a, b: jnp.concatenate([a, b], axis=0), kernels, last
     )
     out = prefix_scan(
-        vmapped(lambda later, earlier: combine_kernels(later, earlier, ops, sqrt)),
+        vmapped(
+            lambda later, earlier: combine_kernels(later, earlier, compact(ops), sqrt)
+        ),
         kernels,
         reverse=True,
         method=scan,

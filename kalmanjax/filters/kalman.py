@@ -15,7 +15,7 @@ from ..core import checks
 from ..core.batching import batched, lapack_flops
 from ..core.beliefs import Gaussian, SqrtGaussian, to_dense, to_sqrt
 from ..core.filter import AssociativeForm, Filter, FilterResult
-from ..core.linalg import GENERAL, choose_ops, symmetrize
+from ..core.linalg import GENERAL, choose_ops, compact, symmetrize
 from ..core.models import (
     DynamicsLike,
     LinearDynamics,
@@ -254,7 +254,8 @@ def _associative_form(dynamics, observation, form, missing, fast) -> Associative
 
     def combine(earlier: FilterElement, later: FilterElement) -> FilterElement:
         n = earlier.b.shape[-1]
-        ops = choose_ops(fast, n)  # the combine only sees (state, state) matrices
+        # the combine only sees (state, state) matrices; the scan repeats it
+        ops = compact(choose_ops(fast, n))
         pair = combine_sqrt if sqrt else combine_dense
         return batched(
             lambda a, b: pair(a, b, ops), lapack_flops(n), lapack=ops is GENERAL

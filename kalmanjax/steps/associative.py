@@ -115,26 +115,38 @@ def filter_element(
 def combine_dense(
     first: FilterElement, second: FilterElement, ops: LinalgOps
 ) -> FilterElement:
-    """Combine two consecutive elements (covariance form): ``first`` is earlier."""
+    r"""Combine two consecutive elements (covariance form): ``first`` is earlier.
+
+    With :math:`M = I + C_1 J_2`,
+
+    .. math::
+
+        A = A_2 M^{-1} A_1,\quad b = A_2 M^{-1} (b_1 + C_1 \eta_2) + b_2,\quad
+        C = A_2 M^{-1} C_1 A_2^\top + C_2,
+
+        \eta = A_1^\top (I + J_2 C_1)^{-1} (\eta_2 - J_2 b_1) + \eta_1,\quad
+        J = A_1^\top (I + J_2 C_1)^{-1} J_2 A_1 + J_1.
+
+    One solve with :math:`M` serves all five: by the push-through identity
+    :math:`(I + J_2 C_1)^{-1} J_2 = J_2 M^{-1}` and
+    :math:`(I + J_2 C_1)^{-1} = I - J_2 M^{-1} C_1`.
+    """
     A1, b1, C1, eta1, J1 = first
     A2, b2, C2, eta2, J2 = second
     n = b1.shape[0]
     eye = jnp.eye(n, dtype=b1.dtype)
-    M = eye + ops.matmul(C1, J2)  # (I + C1 J2); its transpose is I + J2 C1
+    M = eye + ops.matmul(C1, J2)
     rhs = jnp.concatenate([A1, (b1 + ops.matmul(C1, eta2))[:, None], C1], axis=1)
-    x = ops.solve(M, rhs)
-    xt = ops.solve(
-        mT(M),
-        jnp.concatenate(
-            [(eta2 - ops.matmul(J2, b1))[:, None], ops.matmul(J2, A1)], axis=1
-        ),
-    )
+    x = ops.solve(M, rhs)  # M^{-1} [A1, b1 + C1 eta2, C1]
+    MA1, MC1 = x[:, :n], x[:, n + 1 :]
+    v = eta2 - ops.matmul(J2, b1)
+    w = v - ops.matmul(J2, ops.matmul(MC1, v))  # (I + J2 C1)^{-1} v
     return FilterElement(
-        A=ops.matmul(A2, x[:, :n]),
+        A=ops.matmul(A2, MA1),
         b=ops.matmul(A2, x[:, n]) + b2,
-        C=symmetrize(ops.matmul(ops.matmul(A2, x[:, n + 1 :]), mT(A2)) + C2),
-        eta=ops.matmul(mT(A1), xt[:, 0]) + eta1,
-        J=symmetrize(ops.matmul(mT(A1), xt[:, 1:]) + J1),
+        C=symmetrize(ops.matmul(ops.matmul(A2, MC1), mT(A2)) + C2),
+        eta=ops.matmul(mT(A1), w) + eta1,
+        J=symmetrize(ops.matmul(mT(A1), ops.matmul(J2, MA1)) + J1),
     )
 
 

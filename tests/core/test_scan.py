@@ -37,7 +37,9 @@ def test_matches_a_sequential_numpy_scan(T, reverse, x64):
     rng = np.random.default_rng(T)
     A, c = _maps(rng, T)
     refA, refc = _numpy_scan(A, c, reverse)
-    for blocks in sorted({None, 1, 3, T}, key=str):
+    # the default (about sqrt T: one pass over few blocks), 1, 3, and T // 2 or T
+    # blocks (more blocks than elements in a block: the doubling over blocks)
+    for blocks in sorted({None, 1, 3, max(1, T // 2), T}, key=str):
         outA, outc = prefix_scan(
             _compose,
             (jnp.asarray(A), jnp.asarray(c)),
@@ -70,26 +72,35 @@ def test_gradients_match_the_reference_loop(x64):
             total = total + jnp.vdot(w[t], accc) + 0.1 * jnp.sum(accA)
         return total + 0.1 * jnp.sum(A[0])
 
-    def blocked(A, c):
-        outA, outc = prefix_scan(_compose, (A, c), num_blocks=6)
+    def blocked(A, c, blocks):
+        outA, outc = prefix_scan(_compose, (A, c), num_blocks=blocks)
         return jnp.vdot(w, outc) + 0.1 * jnp.sum(outA)
 
-    expected, found = jax.grad(loop, (0, 1))(A, c), jax.grad(blocked, (0, 1))(A, c)
-    for ref, got in zip(expected, found, strict=True):
-        np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-12)
+    expected = jax.grad(loop, (0, 1))(A, c)
+    for blocks in (6, 20):  # one pass over the blocks; doubling over them
+        found = jax.grad(blocked, (0, 1))(A, c, blocks)
+        for ref, got in zip(expected, found, strict=True):
+            np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-12)
 
 
-def _program_size(method, T):
+def _program_size(method, T, blocks=None):
     A, c = jnp.zeros((T, 2, 2)), jnp.zeros((T, 2))
-    jaxpr = jax.make_jaxpr(lambda e: prefix_scan(_compose, e, method=method))((A, c))
+    jaxpr = jax.make_jaxpr(
+        lambda e: prefix_scan(_compose, e, method=method, num_blocks=blocks)
+    )((A, c))
     return len(jaxpr.jaxpr.eqns)
 
 
-def test_the_blocked_program_does_not_grow_with_the_length():
-    # the tree inlines its combine about 2 log2 T times; the blocked scan three
-    # times. Lengths that need padding to whole blocks get a few more equations.
-    exact = {T: _program_size("blocked", T) for T in (64, 4096, 1_000_000)}
-    padded = {T: _program_size("blocked", T) for T in (1000, 99_999)}
+@pytest.mark.parametrize("per_block", [None, 16])
+def test_the_blocked_program_does_not_grow_with_the_length(per_block):
+    # the tree inlines its combine about 2 log2 T times; the blocked scan twice
+    # (about sqrt T blocks, the CPU default) or three times (blocks of 16, the
+    # accelerators' default). Lengths that need padding get a few more equations.
+    def size(T):
+        return _program_size("blocked", T, per_block and T // per_block)
+
+    exact = {T: size(T) for T in (4096, 65_536, 1_000_000)}
+    padded = {T: size(T) for T in (1000, 99_999)}
     assert len(set(exact.values())) == 1, exact
     assert len(set(padded.values())) == 1, padded
     tree = {T: _program_size("tree", T) for T in (64, 4096)}
