@@ -3,7 +3,7 @@
 Usage::
 
     python -m kalmanjax                 # every experiment, default sizes
-    python -m kalmanjax --quick         # smoke sizes (~6.5 min on 2 cores)
+    python -m kalmanjax --quick         # smoke sizes (~6 min on 2 cores)
     python -m kalmanjax collapse        # one experiment
     python -m kalmanjax --list          # what exists, and the claims each tests
 
@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         help=f"experiments to run (default: all of {', '.join(EXPERIMENTS)})",
     )
     p.add_argument(
-        "--quick", action="store_true", help="smoke sizes (~6.5 min on 2 cores)"
+        "--quick", action="store_true", help="smoke sizes (~6 min on 2 cores)"
     )
     p.add_argument("--out", default="figures", help="output folder (default: figures)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")

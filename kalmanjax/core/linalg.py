@@ -35,9 +35,11 @@ and reductions, with the factorisations unrolled in Python: at a handful of stat
 dimensions XLA:CPU time is per-op overhead rather than FLOPs, and elementwise code
 fuses into a few kernels where dots and LAPACK calls cannot fuse at all. Its
 ``tria`` is modified Gram-Schmidt on the rows, whose triangular factor is as
-accurate as Householder QR's (Bjorck & Paige 1992). ``COMPACT`` is ``SMALL`` with
-its triangular solves and ``tria`` as loops over the rows (:func:`compact`), for
-the parallel scans' combines, whose programs repeat them.
+accurate as Householder QR's (Bjorck & Paige 1992); its general ``solve`` (used
+only by the parallel filter's combine) is Gauss-Jordan elimination as a loop over
+the pivots. ``COMPACT`` is ``SMALL`` with its triangular solves and ``tria`` as
+loops over the rows too (:func:`compact`), for the parallel scans' combines, whose
+programs repeat them.
 """
 
 from __future__ import annotations

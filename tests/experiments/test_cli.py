@@ -14,7 +14,8 @@ from tests.reference import ridge
 assert EXPERIMENTS  # an empty table must fail, not pass vacuously
 
 
-# every experiment at smoke size in one process: 6.5 min alone on 2 cores
+# every experiment at smoke size in one process: 6.5 min alone on 2 cores before
+# issue 19; 353 s in CI (fbb5c7b) beside the other test worker
 @pytest.mark.timeout(1260)
 def test_quick_run_writes_every_figure_and_verdict(tmp_path):
     env = {"MPLBACKEND": "Agg", "JAX_PLATFORMS": "cpu"}
