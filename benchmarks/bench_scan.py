@@ -259,7 +259,6 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for (task, form, T), rs in sorted(
         by.items(), key=lambda kv: (order[kv[0][0]], *kv[0][1:])
     ):
-        tree, blocked = rs.get("tree"), rs.get("blocked")
         entry: dict[str, Any] = {"task": task, "form": form, "T": T}
         for name, r in rs.items():
             entry[f"{name}_compile_s"] = get(r, "compile_s")
@@ -281,7 +280,6 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         entry["run_target_met"] = (
             None if ratio is None else bool(ratio <= TARGETS["run_over_tree"])
         )
-        del tree, blocked
         ratios.append(entry)
 
     programs: dict[str, Any] = {}

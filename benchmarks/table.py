@@ -252,13 +252,19 @@ def sharded_table(cfg: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     return out + ["", f"Note: {cfg['note']}"]
 
 
-def parallel_tables(data: dict[str, Any]) -> str:
-    """All tables of a ``bench_parallel`` run."""
-    env = data["environment"]
-    out = [
+def _machine_line(env: dict[str, Any]) -> str:
+    """The device, versions, date and load of a run, one line."""
+    return (
         f"{env['device_kind']} ({env['backend']}, {env['cpu_count']} CPUs), "
         f"jax {env['jax']}, kalmanjax {env['kalmanjax']}, {env['date']}, "
-        f"load average {env['loadavg']} -> {env.get('loadavg_end')}",
+        f"load average {env['loadavg']} -> {env.get('loadavg_end')}"
+    )
+
+
+def parallel_tables(data: dict[str, Any]) -> str:
+    """All tables of a ``bench_parallel`` run."""
+    out = [
+        _machine_line(data["environment"]),
         "",
         *parallel_table(data),
         "",
@@ -290,11 +296,8 @@ def _length(T: int) -> str:
 def scan_tables(data: dict[str, Any]) -> str:
     """The ``bench_scan`` tables: per task, form and T, compile / run / temporary
     memory of the three methods and the blocked scan's ratios to the tree's."""
-    env = data["environment"]
     out = [
-        f"{env['device_kind']} ({env['backend']}, {env['cpu_count']} CPUs), "
-        f"jax {env['jax']}, kalmanjax {env['kalmanjax']}, {env['date']}, "
-        f"load average {env['loadavg']} -> {env.get('loadavg_end')}",
+        _machine_line(data["environment"]),
         "",
         "| task | form | T | compile seq / tree / blocked (s) | run seq / tree / "
         "blocked (ms) | temp memory tree / blocked (MiB) | StableHLO ops tree / "
