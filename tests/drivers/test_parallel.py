@@ -159,12 +159,6 @@ def test_filter_without_parallel_form_is_a_clear_error():
 def test_both_scans_through_every_parallel_driver(x64):
     # parallel="tree" is lax.associative_scan, True / "blocked" the blocked scan:
     # each equals the sequential path (filter, smoother, posterior sample)
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    import kalmanjax as kj
-
     dyn = kj.LinearDynamics(F=0.9 * jnp.eye(2), Q=0.1 * jnp.eye(2))
     obs = kj.LinearObservation(H=jnp.array([[1.0, 0.5]]), R=jnp.eye(1))
     prior = kj.Gaussian(jnp.ones(2), jnp.eye(2))
